@@ -1,0 +1,3 @@
+from devtls.cli import main
+
+main()

@@ -1,0 +1,365 @@
+"""The local root CA: where it lives, loading one (mkcert's or ours), creating one.
+
+The folder layout is mkcert's CAROOT: ``rootCA.pem`` and ``rootCA-key.pem`` and
+nothing else, so devtls and mkcert can share one CA.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import logging
+import os
+import secrets
+import socket
+import ssl
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from devtls import _files
+from devtls.errors import CAError
+
+if TYPE_CHECKING:
+    from devtls.issue import LeafCert
+
+log = logging.getLogger("devtls")
+
+CERT_FILE = "rootCA.pem"
+KEY_FILE = "rootCA-key.pem"
+# The key type of mkcert's root, so every client that accepts an mkcert root accepts ours.
+CA_RSA_BITS = 3072
+CA_VALIDITY_YEARS = 10
+# iOS lists a root under "Certificate Trust Settings" only if it has a CN; X.520 caps it at 64.
+MAX_COMMON_NAME = 64
+
+KeyType = Literal["rsa", "ecdsa"]
+CAKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+
+def resolve_caroot() -> Path:
+    """``$CAROOT`` if set (mkcert reads the same variable), else the user data dir for devtls."""
+    env = os.environ.get("CAROOT")
+    if env:
+        return Path(env).expanduser().absolute()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("devtls", appauthor=False)).absolute()
+
+
+def user_and_host() -> str:
+    """``user@host``, so a person can tell whose CA this is in a certificate viewer."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry, as in some containers
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def signing_hash(key: CAKey) -> hashes.SHA256 | hashes.SHA384:
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size > 256:
+        return hashes.SHA384()
+    return hashes.SHA256()
+
+
+class LocalCA:
+    """A root CA that can sign leaves: its certificate, its key, and the folder it came from."""
+
+    def __init__(self, cert: x509.Certificate, key: CAKey, path: Path | None = None) -> None:
+        self.cert = cert
+        self.key = key
+        self.path = path
+
+    # -- construction -------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> LocalCA:
+        """Load the CA in ``path`` (default: CAROOT); CAError names the file that is wrong."""
+        root = path or resolve_caroot()
+        state = _folder_state(root)
+        if state == "missing":
+            raise CAError(f"no CA in {root}", "run 'devtls install' or 'devtls cert' to create one")
+        return _load_pair(root)
+
+    @classmethod
+    def load_or_create(cls, path: Path | None = None) -> tuple[LocalCA, bool]:
+        """Load the CA in ``path``, creating it first if the folder holds none.
+
+        Returns the CA and whether it was created now. Two processes racing here end
+        up with the same CA: creation happens under a lock on the folder.
+        """
+        root = path or resolve_caroot()
+        if _folder_state(root) == "complete":
+            return _load_pair(root), False
+        try:
+            _files.ensure_private_dir(root)
+        except OSError as exc:
+            raise CAError(
+                f"cannot create the CA folder {root}: {exc.strerror}",
+                "set CAROOT to a folder you can write to",
+            ) from None
+        with _files.locked_dir(root):
+            if _folder_state(root) == "complete":
+                return _load_pair(root), False
+            ca = cls.generate()
+            ca.path = root
+            try:
+                _files.write_new_pair(
+                    (root / KEY_FILE, ca.key_pem(), _files.SECRET_MODE),
+                    (root / CERT_FILE, ca.cert_pem(), _files.PUBLIC_MODE),
+                )
+            except OSError as exc:
+                raise CAError(
+                    f"cannot write the CA into {root}: {exc.strerror}",
+                    "free some space or fix the folder's permissions, then try again",
+                ) from None
+            return ca, True
+
+    @classmethod
+    def generate(cls, key_type: KeyType = "rsa", *, owner: str | None = None) -> LocalCA:
+        """A new root in memory, with the profile of mkcert's root (RSA 3072 unless asked)."""
+        key: CAKey
+        if key_type == "rsa":
+            key = rsa.generate_private_key(public_exponent=65537, key_size=CA_RSA_BITS)
+        else:
+            key = ec.generate_private_key(ec.SECP256R1())
+        owner = owner or user_and_host()
+        common_name = f"devtls {owner}"[:MAX_COMMON_NAME]
+        subject = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "devtls development CA"),
+                x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, owner[:MAX_COMMON_NAME]),
+                x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            ]
+        )
+        now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        public_key = key.public_key()
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(public_key)
+            .serial_number(random_serial())
+            .not_valid_before(now)
+            .not_valid_after(_add_years(now, CA_VALIDITY_YEARS))
+            # pathlen 0, as mkcert: leaves are signed by the root directly.
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=False,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+            .sign(key, signing_hash(key))
+        )
+        return cls(cert, key)
+
+    @classmethod
+    def ephemeral(cls, key_type: KeyType = "ecdsa") -> LocalCA:
+        """A throwaway CA that lives only in memory, for tests and scripts."""
+        return cls.generate(key_type, owner="ephemeral")
+
+    # -- what it is -----------------------------------------------------------------------
+
+    def cert_pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def key_pem(self) -> bytes:
+        """The key as unencrypted PKCS#8 PEM, the format mkcert writes and reads."""
+        return self.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    @property
+    def fingerprint_sha256(self) -> str:
+        return self.cert.fingerprint(hashes.SHA256()).hex().upper()
+
+    @property
+    def subject(self) -> str:
+        return self.cert.subject.rfc4514_string()
+
+    @property
+    def serial_number(self) -> int:
+        return self.cert.serial_number
+
+    @property
+    def not_after(self) -> dt.datetime:
+        return self.cert.not_valid_after_utc
+
+    def check_usable(self, now: dt.datetime | None = None) -> None:
+        """Raise CAError if the root cannot sign anything a client would accept today."""
+        now = now or dt.datetime.now(dt.timezone.utc)
+        where = self.path / CERT_FILE if self.path else "the CA certificate"
+        if now >= self.cert.not_valid_after_utc:
+            raise CAError(
+                f"{where} expired on {self.cert.not_valid_after_utc:%Y-%m-%d}",
+                "move the CA folder away (and run 'devtls uninstall' first) to start a new CA",
+            )
+        if now < self.cert.not_valid_before_utc:
+            raise CAError(
+                f"{where} is not valid until {self.cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC",
+                "check this machine's clock",
+            )
+
+    # -- using it -------------------------------------------------------------------------
+
+    def issue(
+        self,
+        *names: str,
+        key_type: KeyType = "rsa",
+        client: bool = False,
+        days: int | None = None,
+    ) -> LeafCert:
+        """Issue a leaf for ``names`` (hosts, IPs, emails, URIs); see devtls.issue.issue_leaf."""
+        from devtls.issue import issue_leaf
+
+        return issue_leaf(self, list(names), key_type=key_type, client=client, days=days)
+
+    def client_context(self) -> ssl.SSLContext:
+        """An SSLContext for clients that trusts this CA (and only it)."""
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        context.load_verify_locations(cadata=self.cert_pem().decode("ascii"))
+        return context
+
+    def configure_trust(self, context: ssl.SSLContext) -> None:
+        """Make an existing context trust this CA as well (e.g. beside the system roots)."""
+        context.load_verify_locations(cadata=self.cert_pem().decode("ascii"))
+
+
+def random_serial() -> int:
+    """A random positive 128-bit serial, as mkcert makes them."""
+    return secrets.randbits(128) or 1
+
+
+def _add_years(moment: dt.datetime, years: int) -> dt.datetime:
+    try:
+        return moment.replace(year=moment.year + years)
+    except ValueError:  # 29 February
+        return moment.replace(year=moment.year + years, day=28)
+
+
+def _folder_state(root: Path) -> Literal["missing", "complete"]:
+    has_cert = (root / CERT_FILE).exists()
+    has_key = (root / KEY_FILE).exists()
+    if has_cert and has_key:
+        return "complete"
+    if not has_cert and not has_key:
+        return "missing"
+    present, absent = (CERT_FILE, KEY_FILE) if has_cert else (KEY_FILE, CERT_FILE)
+    raise CAError(
+        f"the CA folder {root} holds {present} but not {absent}",
+        f"restore {absent} from a backup, or move the folder away to start a new CA",
+    )
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CAError(
+            f"cannot read {path}: {exc.strerror}", "check the file's owner and permissions"
+        ) from None
+
+
+def _load_pair(root: Path) -> LocalCA:
+    cert_path, key_path = root / CERT_FILE, root / KEY_FILE
+    cert = _parse_ca_cert(cert_path, _read(cert_path))
+    key = _parse_ca_key(key_path, _read(key_path))
+    if _spki(cert.public_key()) != _spki(key.public_key()):
+        raise CAError(
+            f"{key_path} does not match {cert_path} (it is the key of another certificate)",
+            "restore the matching pair, or move the folder away to start a new CA",
+        )
+    _warn_if_key_exposed(key_path)
+    return LocalCA(cert, key, root)
+
+
+def _parse_ca_cert(path: Path, data: bytes) -> x509.Certificate:
+    try:
+        cert = x509.load_pem_x509_certificate(data)
+    except ValueError:
+        raise CAError(
+            f"{path} is not a PEM certificate", "restore it, or move the folder away"
+        ) from None
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        constraints = None
+    except ValueError:
+        raise CAError(f"{path} has malformed extensions", "restore it from a backup") from None
+    if constraints is None or not constraints.ca:
+        raise CAError(
+            f"{path} is not a CA certificate (basicConstraints CA:TRUE missing)",
+            "point CAROOT at a folder that holds a root CA",
+        )
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None
+    if usage is not None and not usage.key_cert_sign:
+        raise CAError(
+            f"{path} is not allowed to sign certificates (keyUsage lacks keyCertSign)",
+            "point CAROOT at a folder that holds a root CA",
+        )
+    return cert
+
+
+def _parse_ca_key(path: Path, data: bytes) -> CAKey:
+    try:
+        # Our own key file: the full RSA consistency check costs ~170 ms per process for
+        # nothing, since a damaged key is caught below by comparing it with the certificate.
+        key = serialization.load_pem_private_key(
+            data, password=None, unsafe_skip_rsa_key_validation=True
+        )
+    except TypeError:
+        raise CAError(
+            f"{path} is encrypted",
+            "devtls and mkcert need an unencrypted PKCS#8 key (openssl pkcs8 -topk8 -nocrypt)",
+        ) from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise CAError(
+            f"{path} is not a PEM private key", "restore it, or move the folder away"
+        ) from None
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise CAError(
+            f"{path} holds a {type(key).__name__}, which devtls cannot sign with",
+            "use an RSA or ECDSA CA key",
+        )
+    return key
+
+
+def _spki(public_key: object) -> bytes:
+    assert isinstance(public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey)
+    return public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _warn_if_key_exposed(key_path: Path) -> None:
+    if os.name != "posix":  # pragma: no cover - Windows modes do not mean this
+        return
+    mode = stat.S_IMODE(key_path.stat().st_mode)
+    if mode & 0o077:
+        log.warning(
+            "%s is readable by other users (mode %04o); run: chmod 600 %s",
+            key_path,
+            mode,
+            key_path,
+        )

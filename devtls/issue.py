@@ -1,0 +1,405 @@
+"""Leaf certificates signed by the local CA: the profile, PEM and PKCS#12 output, SSL contexts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import ssl
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from devtls import _files
+from devtls.ca import MAX_COMMON_NAME, KeyType, LocalCA, random_serial, signing_hash, user_and_host
+from devtls.errors import IssueError, UsageError
+from devtls.names import Name, NameKind, default_file_names, parse_names, wildcard_warnings
+
+# Apple (https://support.apple.com/en-us/102028) rejects TLS server certificates valid for
+# more than 825 days, also under private roots; browsers follow the same rule. mkcert stays
+# just under it; devtls uses the limit itself as the default and the maximum.
+MAX_LEAF_DAYS = 825
+DEFAULT_LEAF_DAYS = MAX_LEAF_DAYS
+# Clocks of VMs and containers drift; a leaf that starts a little earlier is not refused
+# for being "not yet valid". The lifetime is counted from this earlier start.
+NOT_BEFORE_SLACK = dt.timedelta(hours=1)
+LEAF_RSA_BITS = 2048
+PKCS12_PASSWORD = b"changeit"  # mkcert's, and Java's default keystore password
+# Mozilla's "intermediate" profile (https://wiki.mozilla.org/Security/Server_Side_TLS):
+# AEAD suites only, forward secrecy only; TLS 1.3 suites are always AEAD.
+MOZILLA_INTERMEDIATE_CIPHERS = ":".join(
+    [
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "DHE-RSA-AES128-GCM-SHA256",
+        "DHE-RSA-AES256-GCM-SHA384",
+        "DHE-RSA-CHACHA20-POLY1305",
+    ]
+)
+
+LeafKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+
+@dataclass(frozen=True)
+class LeafCert:
+    """An issued certificate, its key (absent when a CSR was signed) and the CA that signed it."""
+
+    cert: x509.Certificate
+    key: LeafKey | None
+    ca_cert: x509.Certificate
+    names: tuple[Name, ...]
+
+    @property
+    def not_after(self) -> dt.datetime:
+        return self.cert.not_valid_after_utc
+
+    def cert_pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def key_pem(self) -> bytes:
+        return self._key().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    def ca_pem(self) -> bytes:
+        return self.ca_cert.public_bytes(serialization.Encoding.PEM)
+
+    def pkcs12(self, *, legacy: bool = False, password: bytes = PKCS12_PASSWORD) -> bytes:
+        """PKCS#12 with the key, the leaf and the CA.
+
+        The default encoding (PBES2, AES-256, SHA-256 MAC) opens in OpenSSL 3, Node >= 17
+        and Java >= 8u301 without flags; ``legacy`` gives mkcert's 3DES/SHA-1 encoding for
+        older Windows and Java.
+        """
+        if legacy:
+            encryption = (
+                serialization.PrivateFormat.PKCS12.encryption_builder()
+                .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
+                .hmac_hash(hashes.SHA1())  # noqa: S303 - the point of the legacy encoding
+                .build(password)
+            )
+        else:
+            encryption = (
+                serialization.PrivateFormat.PKCS12.encryption_builder()
+                .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
+                .hmac_hash(hashes.SHA256())
+                .build(password)
+            )
+        friendly = str(self.names[0]).encode() if self.names else None
+        return pkcs12.serialize_key_and_certificates(
+            friendly, self._key(), self.cert, [self.ca_cert], encryption
+        )
+
+    def write_pem(self, cert_file: Path, key_file: Path | None) -> None:
+        """Write the certificate (0644) and, if there is one, the key (0600), atomically."""
+        try:
+            if key_file is not None and self.key is not None:
+                _files.write_atomic(key_file, self.key_pem(), _files.SECRET_MODE)
+            _files.write_atomic(cert_file, self.cert_pem(), _files.PUBLIC_MODE)
+        except OSError as exc:
+            raise _write_error(exc) from None
+
+    def write_pkcs12(self, p12_file: Path, *, legacy: bool = False) -> None:
+        """Write the PKCS#12 file 0600: it holds the private key."""
+        try:
+            _files.write_atomic(p12_file, self.pkcs12(legacy=legacy), _files.SECRET_MODE)
+        except OSError as exc:
+            raise _write_error(exc) from None
+
+    def server_context(self) -> ssl.SSLContext:
+        """A server SSLContext serving this leaf: TLS 1.2+, Mozilla intermediate suites."""
+        context = server_tls_context()
+        with tempfile.TemporaryDirectory(prefix="devtls-") as tmp:
+            # The ssl module loads keys only from files; the folder is private to this user.
+            cert_file, key_file = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+            _files.write_atomic(cert_file, self.cert_pem(), _files.PUBLIC_MODE)
+            _files.write_atomic(key_file, self.key_pem(), _files.SECRET_MODE)
+            context.load_cert_chain(cert_file, key_file)
+        return context
+
+    def _key(self) -> LeafKey:
+        if self.key is None:
+            raise IssueError("this certificate was issued for a CSR; its key is not here")
+        return self.key
+
+
+def server_tls_context() -> ssl.SSLContext:
+    """A server SSLContext with devtls's protocol floor and cipher suites, no certificate yet."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(MOZILLA_INTERMEDIATE_CIPHERS)
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    return context
+
+
+def _write_error(exc: OSError) -> IssueError:
+    return IssueError(
+        f"cannot write {exc.filename or 'the output file'}: {exc.strerror}",
+        "choose a folder you can write to (--cert-file/--key-file/--p12-file), or free space",
+    )
+
+
+def check_days(days: int | None) -> int:
+    if days is None:
+        return DEFAULT_LEAF_DAYS
+    if not 1 <= days <= MAX_LEAF_DAYS:
+        raise UsageError(
+            f"--days {days} is out of range",
+            f"use 1 to {MAX_LEAF_DAYS}: Apple and browsers reject longer-lived TLS certificates",
+        )
+    return days
+
+
+def generate_leaf_key(key_type: KeyType) -> LeafKey:
+    if key_type == "ecdsa":
+        return ec.generate_private_key(ec.SECP256R1())
+    if key_type == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=LEAF_RSA_BITS)
+    raise UsageError(f"unknown key type {key_type!r}", "use 'rsa' or 'ecdsa'")
+
+
+def issue_leaf(
+    ca: LocalCA,
+    names: list[str] | list[Name],
+    *,
+    key_type: KeyType = "rsa",
+    client: bool = False,
+    days: int | None = None,
+    now: dt.datetime | None = None,
+) -> LeafCert:
+    """Issue a leaf for ``names`` with mkcert's profile (see README for the details)."""
+    parsed = parse_names([str(n) for n in names])
+    lifetime = check_days(days)
+    ca.check_usable(now)
+    key = generate_leaf_key(key_type)
+    subject = [
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "devtls development certificate"),
+        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, user_and_host()[:MAX_COMMON_NAME]),
+    ]
+    cert = _sign(
+        ca,
+        x509.Name(subject),
+        key.public_key(),
+        parsed,
+        client=client,
+        days=lifetime,
+        now=now,
+    )
+    return LeafCert(cert, key, ca.cert, tuple(parsed))
+
+
+def sign_csr(
+    ca: LocalCA,
+    csr_pem: bytes,
+    *,
+    client: bool = False,
+    days: int | None = None,
+    now: dt.datetime | None = None,
+) -> LeafCert:
+    """Sign a CSR: its signature must verify; names come from its subjectAltName (else its CN).
+
+    Only the names and the public key are taken from the CSR; extensions it asks for
+    (a CA flag, say) are not copied, so a CSR cannot turn into a CA certificate.
+    """
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError:
+        try:
+            csr = x509.load_der_x509_csr(csr_pem)
+        except ValueError:
+            raise IssueError(
+                "the CSR is neither PEM nor DER", "pass a file made by 'openssl req -new'"
+            ) from None
+    if not csr.is_signature_valid:
+        raise IssueError("the CSR's signature does not verify", "create the CSR again")
+    lifetime = check_days(days)
+    ca.check_usable(now)
+    names = _csr_names(csr)
+    public_key = csr.public_key()
+    if not isinstance(public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise IssueError(
+            f"the CSR holds a {type(public_key).__name__}", "use an RSA or ECDSA key in the CSR"
+        )
+    subject = csr.subject if len(csr.subject) else x509.Name([])
+    cert = _sign(ca, subject, public_key, names, client=client, days=lifetime, now=now)
+    return LeafCert(cert, None, ca.cert, tuple(names))
+
+
+def _csr_names(csr: x509.CertificateSigningRequest) -> list[Name]:
+    texts: list[str] = []
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        san = None
+    except ValueError as exc:
+        raise IssueError(f"the CSR has malformed extensions: {exc}") from None
+    if san is not None:
+        for general_name in san:
+            if isinstance(general_name, x509.IPAddress):
+                texts.append(str(general_name.value))
+            elif isinstance(
+                general_name, x509.DNSName | x509.RFC822Name | x509.UniformResourceIdentifier
+            ):
+                texts.append(general_name.value)
+            else:
+                raise IssueError(
+                    f"the CSR asks for a {type(general_name).__name__}, "
+                    "which devtls does not issue",
+                    "request DNS names, IPs, emails or URIs",
+                )
+    else:
+        common_names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        texts = [str(attr.value) for attr in common_names]
+    if not texts:
+        raise IssueError(
+            "the CSR requests no names", "add them as subjectAltName (openssl req -addext ...)"
+        )
+    return parse_names(texts)
+
+
+def _general_name(name: Name) -> x509.GeneralName:
+    if name.kind is NameKind.IP:
+        return x509.IPAddress(ipaddress.ip_address(name.value))
+    if name.kind is NameKind.EMAIL:
+        return x509.RFC822Name(name.value)
+    if name.kind is NameKind.URI:
+        return x509.UniformResourceIdentifier(name.value)
+    return x509.DNSName(name.value)
+
+
+def _sign(
+    ca: LocalCA,
+    subject: x509.Name,
+    public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey,
+    names: list[Name],
+    *,
+    client: bool,
+    days: int,
+    now: dt.datetime | None,
+) -> x509.Certificate:
+    start = (now or dt.datetime.now(dt.timezone.utc)).replace(microsecond=0) - NOT_BEFORE_SLACK
+    end = min(start + dt.timedelta(days=days), ca.cert.not_valid_after_utc)
+    usages = []
+    if any(n.kind is not NameKind.EMAIL for n in names):
+        usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
+    if client:
+        usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
+    if any(n.kind is NameKind.EMAIL for n in names):
+        usages.append(ExtendedKeyUsageOID.EMAIL_PROTECTION)
+    is_rsa = isinstance(public_key, rsa.RSAPublicKey)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca.cert.subject)
+        .public_key(public_key)
+        .serial_number(random_serial())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                # RSA key transport (S/MIME, old TLS) needs it; ECDSA keys must not carry it.
+                key_encipherment=is_rsa,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([_general_name(n) for n in names]),
+            # RFC 5280 4.2.1.6: critical when the subject is empty.
+            critical=len(subject) == 0,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(_authority_key_id(ca), critical=False)
+    )
+    return builder.sign(ca.key, signing_hash(ca.key))
+
+
+def _authority_key_id(ca: LocalCA) -> x509.AuthorityKeyIdentifier:
+    try:
+        ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.cert.public_key())  # type: ignore[arg-type]
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+
+
+@dataclass(frozen=True)
+class CertRequest:
+    """What ``devtls cert`` was asked for; None for a file means mkcert's default name."""
+
+    names: tuple[str, ...] = ()
+    key_type: KeyType = "rsa"
+    client: bool = False
+    pkcs12: bool = False
+    pkcs12_legacy: bool = False
+    csr_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    p12_file: Path | None = None
+    days: int | None = None
+
+
+@dataclass(frozen=True)
+class CertResult:
+    leaf: LeafCert
+    ca: LocalCA
+    ca_created: bool
+    files: tuple[Path, ...]
+    warnings: tuple[str, ...]
+
+
+def make_cert_files(request: CertRequest, caroot: Path | None = None) -> CertResult:
+    """Everything ``devtls cert`` does: validate, load or create the CA, issue, write."""
+    # Validate all input before the CA is created or anything is written.
+    check_days(request.days)
+    if request.csr_file is not None:
+        if request.names:
+            raise UsageError("NAMEs cannot be given with --csr", "the names come from the CSR")
+        if request.pkcs12 or request.pkcs12_legacy:
+            raise UsageError("--pkcs12 cannot be used with --csr", "devtls does not hold its key")
+        try:
+            csr_pem = request.csr_file.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read the CSR {request.csr_file}: {exc.strerror}") from None
+        names = []
+    else:
+        names = parse_names(list(request.names))
+    ca, created = LocalCA.load_or_create(caroot)
+    if request.csr_file is not None:
+        leaf = sign_csr(ca, csr_pem, client=request.client, days=request.days)
+        names = list(leaf.names)
+    else:
+        leaf = issue_leaf(
+            ca, names, key_type=request.key_type, client=request.client, days=request.days
+        )
+    defaults = default_file_names(names, client=request.client)
+    written: list[Path]
+    if request.pkcs12 or request.pkcs12_legacy:
+        p12_file = request.p12_file or Path(defaults.p12)
+        leaf.write_pkcs12(p12_file, legacy=request.pkcs12_legacy)
+        written = [p12_file]
+    else:
+        cert_file = request.cert_file or Path(defaults.cert)
+        key_file = None if leaf.key is None else request.key_file or Path(defaults.key)
+        leaf.write_pem(cert_file, key_file)
+        written = [cert_file] + ([key_file] if key_file else [])
+    return CertResult(leaf, ca, created, tuple(written), tuple(wildcard_warnings(names)))

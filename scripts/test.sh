@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The README's test command: installs the test dependencies (Debian tools the tests talk to,
+# a venv with the test extras), then runs the code gates and the whole test suite.
+# Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(mkcert openssl curl ca-certificates libnss3-tools)
+missing=()
+for pkg in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    as_root=()
+    [[ $(id -u) -eq 0 ]] || as_root=(sudo)
+    "${as_root[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq \
+        --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+[[ -x .venv/bin/python ]] || python3 -m venv .venv
+py=.venv/bin/python
+"$py" -m pip install -q --disable-pip-version-check -e '.[test]'
+
+"$py" -m ruff check devtls tests scripts
+"$py" -m ruff format --check devtls tests scripts
+"$py" -m mypy
+exec "$py" -m pytest --cov=devtls --cov-report=term "$@"

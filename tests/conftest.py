@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from devtls.ca import LocalCA
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def require_tool(name: str) -> str:
+    """The path of an external program; in CI its absence fails the test, locally it skips."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (scripts/test.sh installs it)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def run(
+    *args: str | Path, check: bool = True, **kwargs: object
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # type: ignore[call-overload, no-any-return]
+        [str(a) for a in args], capture_output=True, text=True, check=check, timeout=120, **kwargs
+    )
+
+
+@pytest.fixture
+def caroot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty CAROOT for this test, set in the environment."""
+    root = tmp_path / "caroot"
+    monkeypatch.setenv("CAROOT", str(root))
+    return root
+
+
+@pytest.fixture(scope="session")
+def session_ca_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real RSA-3072 CA on disk for the session (generating one costs ~0.5 s)."""
+    root = tmp_path_factory.mktemp("session-ca")
+    LocalCA.load_or_create(root)
+    return root
+
+
+@pytest.fixture
+def local_ca(session_ca_dir: Path) -> LocalCA:
+    return LocalCA.load(session_ca_dir)
+
+
+@pytest.fixture
+def chdir_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.chdir(out)
+    return out
