@@ -143,6 +143,92 @@ def cert(
     typer.echo(f"It is valid until {result.leaf.not_after:%Y-%m-%d %H:%M} UTC.")
 
 
+@app.command()
+@reports_errors
+def serve(
+    upstream: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Argument(
+            help="Where to forward: 3000, host:port, http(s)://URL or unix:/path.sock. "
+            "Without it (and without routes): the built-in demo page.",
+            show_default=False,
+        ),
+    ] = None,
+    listen: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--listen", metavar="ADDR", help="Where to accept TLS. [default: 127.0.0.1:8443]"
+        ),
+    ] = None,
+    name: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--name", metavar="NAME", help="A name the certificate covers (repeatable)."),
+    ] = None,
+    route: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(
+            "--route",
+            metavar="HOST[/PATH]=UPSTREAM",
+            help="Send HOST (and path prefix) to UPSTREAM.",
+        ),
+    ] = None,
+    redirect_http: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--redirect-http", metavar="ADDR", help="Also redirect plain HTTP there to https."
+        ),
+    ] = None,
+    cert_file: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--cert", metavar="FILE", help="Serve this certificate (chain) instead."),
+    ] = None,
+    key_file: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--key", metavar="FILE", help="The key of --cert."),
+    ] = None,
+    tcp: Annotated[
+        Optional[bool],  # noqa: UP045
+        typer.Option(
+            "--tcp", help="Pass decrypted bytes to UPSTREAM as they are.", show_default=False
+        ),
+    ] = None,
+    config_file: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--config", metavar="FILE", help="Settings file. [default: ./devtls.toml]"),
+    ] = None,
+    quiet: Annotated[
+        Optional[bool],  # noqa: UP045
+        typer.Option("--quiet", help="No access log lines.", show_default=False),
+    ] = None,
+    limit: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(
+            "--limit", metavar="NAME=VALUE", help="Override a timeout or limit (see README)."
+        ),
+    ] = None,
+) -> None:
+    """Forward https/wss to a local http/ws app, with certificates from the local CA."""
+    from devtls.config import ServeOptions, build_config
+    from devtls.proxy.server import serve_forever
+
+    config = build_config(
+        ServeOptions(
+            upstream=upstream,
+            listen=listen,
+            names=tuple(name or ()),
+            routes=tuple(route or ()),
+            redirect_http=redirect_http,
+            cert_file=cert_file,
+            key_file=key_file,
+            tcp=tcp,
+            quiet=quiet,
+            limits=tuple(limit or ()),
+            config_file=config_file,
+        )
+    )
+    raise typer.Exit(serve_forever(config))
+
+
 def main() -> None:
     """Console entry point."""
     try:

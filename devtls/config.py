@@ -1,0 +1,372 @@
+"""Settings of ``devtls serve``: parsing of upstreams, routes and addresses, TOML loading.
+
+Everything here is immutable and validated on construction; a bad value raises
+ConfigError naming the setting and an example of a good one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from devtls.errors import ConfigError, UsageError
+from devtls.names import NameKind, parse_name
+
+DEFAULT_LISTEN = "127.0.0.1:8443"
+DEFAULT_NAMES = ("localhost", "127.0.0.1", "::1")
+DEFAULT_CONFIG_FILE = "devtls.toml"
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where to listen or connect: ``host`` may be "" for every interface."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host or '*'}:{self.port}"
+
+    @property
+    def url_host(self) -> str:
+        """The host as a browser should be pointed at it."""
+        if self.host in ("", "0.0.0.0", "::", "127.0.0.1", "::1"):  # noqa: S104 - a name only
+            # The minted certificate covers "localhost", and browsers treat it as secure.
+            return "localhost"
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Where requests go: plain HTTP over TCP or a unix socket, or HTTPS."""
+
+    scheme: Literal["http", "https", "unix"]
+    host: str = ""
+    port: int = 0
+    socket_path: str = ""
+    # A path in the upstream URL replaces the route's path prefix (as nginx's proxy_pass).
+    base_path: str = ""
+    # The built-in demo gets the TLS details of the client connection as headers.
+    wants_tls_info: bool = False
+
+    def __str__(self) -> str:
+        if self.scheme == "unix":
+            return f"unix:{self.socket_path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}{self.base_path}"
+
+    @property
+    def authority(self) -> str:
+        if self.scheme == "unix":
+            return f"unix:{self.socket_path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Route:
+    host: str  # lower case; "*.app.test" matches one label; "" matches every host
+    path: str  # "/" or a prefix like "/api"
+    upstream: Upstream
+
+    def __str__(self) -> str:
+        path = "" if self.path == "/" else self.path
+        return f"{self.host or '*'}{path} -> {self.upstream}"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Timeouts (seconds) and sizes; each has a ``--limit NAME=VALUE`` override."""
+
+    handshake_timeout: float = 10.0
+    # Slowloris: a request head must arrive within this time.
+    head_timeout: float = 30.0
+    # nginx's keepalive_timeout default.
+    idle_timeout: float = 75.0
+    upstream_connect_timeout: float = 10.0
+    # nginx's proxy_read_timeout default: the longest silence from an upstream.
+    upstream_timeout: float = 60.0
+    # Bounded wait for requests in flight when stopping.
+    drain_timeout: float = 10.0
+    max_connections: int = 1024
+    max_request_line: int = 8 * 1024
+    max_head_size: int = 32 * 1024
+    max_headers: int = 100
+
+    def __post_init__(self) -> None:
+        for item in fields(self):
+            value = getattr(self, item.name)
+            expected = int if item.type == "int" else (int, float)
+            if isinstance(value, bool) or not isinstance(value, expected) or value <= 0:
+                raise ConfigError(
+                    f"limit {item.name} must be a positive number, not {value!r}",
+                    f"for example {item.name}={item.default}",
+                )
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    listen: Address = field(default_factory=lambda: parse_address(DEFAULT_LISTEN))
+    upstream: Upstream | None = None
+    routes: tuple[Route, ...] = ()
+    names: tuple[str, ...] = DEFAULT_NAMES
+    redirect_http: Address | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    tcp: bool = False
+    quiet: bool = False
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def demo(self) -> bool:
+        return self.upstream is None and not self.routes
+
+    def certificate_names(self) -> tuple[str, ...]:
+        """The --names plus every concrete route host (wildcards included), deduplicated."""
+        names = list(self.names)
+        for route in self.routes:
+            if route.host and route.host not in names:
+                names.append(route.host)
+        return tuple(names)
+
+
+# -- parsing -------------------------------------------------------------------------------
+
+
+def parse_port(text: str, what: str, *, allow_any: bool = False) -> int:
+    """A port number; 0 ("any free port") only where we listen."""
+    lowest = 0 if allow_any else 1
+    if not text.isdigit() or not lowest <= int(text) < 65536:
+        raise ConfigError(f"{what}: {text!r} is not a port number", "use 1 to 65535")
+    return int(text)
+
+
+def parse_address(text: str, what: str = "--listen", *, listening: bool = True) -> Address:
+    """``HOST:PORT``, ``[V6]:PORT``, or ``:PORT`` for every interface."""
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep:
+            raise ConfigError(f"{what}: {text!r} is not an address", "use [::1]:8443")
+        _check_ip(host, what, text)
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            raise ConfigError(f"{what}: {text!r} has no port", "use HOST:PORT, e.g. 127.0.0.1:8443")
+        if ":" in host:
+            raise ConfigError(f"{what}: {text!r} is ambiguous", "write IPv6 as [::1]:8443")
+    if host and not host.replace("-", "").replace(".", "").isalnum() and ":" not in host:
+        raise ConfigError(f"{what}: {host!r} is not a host name or IP address")
+    return Address(host, parse_port(port, what, allow_any=listening))
+
+
+def _check_ip(host: str, what: str, text: str) -> None:
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        raise ConfigError(f"{what}: {text!r} is not an IPv6 address") from None
+
+
+def parse_upstream(text: str, what: str = "UPSTREAM") -> Upstream:
+    """``3000``, ``host:port``, ``http(s)://host[:port][/path]`` or ``unix:/path.sock``."""
+    text = text.strip()
+    if not text:
+        raise ConfigError(f"{what} is empty", "use a port like 3000, host:port, a URL or unix:PATH")
+    if text.isdigit():
+        return Upstream("http", "127.0.0.1", parse_port(text, what))
+    if text.startswith("unix:"):
+        path = text[len("unix:") :]
+        if path.startswith("//"):
+            path = path[2:]
+        if not path:
+            raise ConfigError(f"{what}: {text!r} names no socket", "use unix:/path/to/app.sock")
+        return Upstream("unix", socket_path=path)
+    if "://" not in text:
+        address = parse_address(text, what, listening=False)
+        return Upstream("http", address.host or "127.0.0.1", address.port)
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"{what}: {text!r} is not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(
+            f"{what}: scheme {parts.scheme!r} is not supported", "use http://, https:// or unix:"
+        )
+    if not parts.hostname:
+        raise ConfigError(f"{what}: {text!r} names no host")
+    if parts.query or parts.fragment or parts.username:
+        raise ConfigError(f"{what}: {text!r} may not carry a query, fragment or user")
+    default_port = 443 if parts.scheme == "https" else 80
+    base_path = parts.path.rstrip("/")
+    return Upstream(
+        "https" if parts.scheme == "https" else "http",
+        parts.hostname,
+        port or default_port,
+        base_path=base_path,
+    )
+
+
+def parse_route(text: str) -> Route:
+    """``HOST[/PATH]=UPSTREAM``; HOST may be a wildcard (``*.app.test``) or ``*`` for any."""
+    target, sep, upstream_text = text.partition("=")
+    if not sep or not target.strip() or not upstream_text.strip():
+        raise ConfigError(
+            f"--route {text!r} is not HOST[/PATH]=UPSTREAM", "e.g. --route 'api.test/v1=3001'"
+        )
+    target = target.strip()
+    host, slash, path = target.partition("/")
+    path = "/" + path.rstrip("/") if slash else "/"
+    if path != "/" and ("//" in path or any(c in path for c in "?# ")):
+        raise ConfigError(f"--route {text!r}: {path!r} is not a path prefix")
+    if host == "*":
+        host = ""
+    elif host:
+        host = host.lower()
+        try:
+            name = parse_name(host)
+        except UsageError as exc:
+            raise ConfigError(f"--route {text!r}: {exc}") from None
+        if name.kind not in (NameKind.DNS, NameKind.IP):
+            raise ConfigError(f"--route {text!r}: {host!r} is not a host name or IP")
+        host = name.value
+    else:
+        raise ConfigError(f"--route {text!r} names no host", "use '*' to match every host")
+    return Route(host, path, parse_upstream(upstream_text, f"--route {text!r}"))
+
+
+def parse_limits(items: list[str]) -> dict[str, int | float]:
+    valid = {f.name: f.type for f in fields(Limits)}
+    result: dict[str, int | float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in valid:
+            raise ConfigError(
+                f"--limit {item!r} is not NAME=VALUE with a known NAME",
+                "known: " + ", ".join(valid),
+            )
+        try:
+            result[name] = float(value) if "." in value else int(value)
+        except ValueError:
+            raise ConfigError(f"--limit {item!r}: {value!r} is not a number") from None
+    return result
+
+
+# -- TOML ---------------------------------------------------------------------------------
+
+_TOML_KEYS = {
+    "listen",
+    "upstream",
+    "routes",
+    "names",
+    "redirect_http",
+    "cert",
+    "key",
+    "tcp",
+    "quiet",
+    "limits",
+}
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Read a devtls.toml; the keys are the long option names with ``_`` (see README)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        with path.open("rb") as file:
+            data: dict[str, Any] = tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    unknown = set(data) - _TOML_KEYS
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown setting {sorted(unknown)[0]!r}",
+            "known settings: " + ", ".join(sorted(_TOML_KEYS)),
+        )
+    return data
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """What the command line gave; None means "not given" so the TOML file or default applies."""
+
+    upstream: str | None = None
+    listen: str | None = None
+    names: tuple[str, ...] = ()
+    routes: tuple[str, ...] = ()
+    redirect_http: str | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    tcp: bool | None = None
+    quiet: bool | None = None
+    limits: tuple[str, ...] = ()
+    config_file: Path | None = None
+
+
+def build_config(options: ServeOptions, cwd: Path | None = None) -> ServeConfig:
+    """Merge flags over the TOML file over defaults, validating everything."""
+    file_data: dict[str, Any] = {}
+    config_file = options.config_file
+    if config_file is None:
+        candidate = (cwd or Path.cwd()) / DEFAULT_CONFIG_FILE
+        if candidate.is_file():
+            config_file = candidate
+    if config_file is not None:
+        file_data = load_toml(config_file)
+
+    def pick(flag: Any, key: str, expected: type | tuple[type, ...]) -> Any:
+        if flag is not None and flag != ():
+            return flag
+        value = file_data.get(key)
+        if value is not None and not isinstance(value, expected):
+            raise ConfigError(f"{config_file}: {key} has the wrong type ({type(value).__name__})")
+        return value
+
+    listen = pick(options.listen, "listen", str) or DEFAULT_LISTEN
+    upstream = pick(options.upstream, "upstream", (str, int))
+    routes = pick(options.routes, "routes", list) or ()
+    names = pick(options.names, "names", list) or DEFAULT_NAMES
+    redirect = pick(options.redirect_http, "redirect_http", str)
+    cert = pick(options.cert_file, "cert", str)
+    key = pick(options.key_file, "key", str)
+    tcp = pick(options.tcp, "tcp", bool) or False
+    quiet = pick(options.quiet, "quiet", bool) or False
+    file_limits = file_data.get("limits") or {}
+    if not isinstance(file_limits, dict):
+        raise ConfigError(f"{config_file}: limits must be a table")
+    limit_values = parse_limits([f"{k}={v}" for k, v in file_limits.items()])
+    limit_values.update(parse_limits(list(options.limits)))
+
+    for name in names:
+        try:
+            parse_name(str(name))
+        except UsageError as exc:
+            raise ConfigError(f"--name {name!r}: {exc}") from None
+    if (cert is None) != (key is None):
+        raise ConfigError("--cert and --key go together", "give both files, or neither")
+    config = ServeConfig(
+        listen=parse_address(str(listen)),
+        upstream=parse_upstream(str(upstream)) if upstream is not None else None,
+        routes=tuple(parse_route(str(r)) for r in routes),
+        names=tuple(str(n) for n in names),
+        redirect_http=parse_address(str(redirect), "--redirect-http") if redirect else None,
+        cert_file=Path(cert) if cert is not None else None,
+        key_file=Path(key) if key is not None else None,
+        tcp=bool(tcp),
+        quiet=bool(quiet),
+        limits=replace(Limits(), **limit_values),  # type: ignore[arg-type] # checked in Limits
+    )
+    if config.tcp and config.demo:
+        raise ConfigError("--tcp needs an UPSTREAM", "e.g. devtls serve --tcp 5432")
+    return config

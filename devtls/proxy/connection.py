@@ -1,0 +1,909 @@
+"""One client connection and the upstream connections it uses, on asyncio protocols.
+
+Bytes are moved by callbacks, not coroutines: a request's body goes to the upstream as it
+arrives, a response's body to the client as it arrives, and each side stops reading while
+the other side's send buffer is full. Framing comes from the sans-IO ``http1`` module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import ssl
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
+
+from devtls.config import Route, ServeConfig, Upstream
+from devtls.errors import ProtocolError
+from devtls.proxy import http1
+from devtls.proxy.certs import SNI_ATTRIBUTE
+from devtls.proxy.http1 import END, BodyKind, Data, RequestHead, ResponseHead
+from devtls.proxy.routes import Router, upstream_target
+
+log = logging.getLogger("devtls")
+
+# Requests a retry may repeat: RFC 9110 9.2.2 idempotent methods.
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+# Below Node's default keepAliveTimeout (5 s): an idle upstream connection is dropped by us
+# before the upstream drops it, which keeps reuse races rare.
+UPSTREAM_IDLE_SECONDS = 4.0
+MAX_IDLE_PER_UPSTREAM = 64
+# Bytes of pipelined or early request data held while the current exchange runs.
+MAX_CLIENT_BACKLOG = 64 * 1024
+# Write-buffer marks: above HIGH the other side stops reading until below LOW.
+WRITE_HIGH_WATER = 256 * 1024
+WRITE_LOW_WATER = 64 * 1024
+_FORWARDED_HEADERS = frozenset(
+    {b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port", b"expect"}
+)
+
+
+class Transport(Protocol):
+    """What both asyncio transports and our TLS layer offer."""
+
+    def write(self, data: bytes) -> None: ...
+    def writelines(self, pieces: list[bytes]) -> None: ...
+    def write_eof(self) -> None: ...
+    def can_write_eof(self) -> bool: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+    def is_closing(self) -> bool: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def get_write_buffer_size(self) -> int: ...
+    def set_write_buffer_limits(self, high: int | None = ..., low: int | None = ...) -> None: ...
+    def get_extra_info(self, name: str, default: Any = ...) -> Any: ...
+
+
+@dataclass
+class ServerState:
+    """What every connection of one server shares."""
+
+    config: ServeConfig
+    router: Router
+    upstream_tls: ssl.SSLContext | None = None
+    listen_port: int = 0
+    connections: set[ClientConnection] = field(default_factory=set)
+    draining: bool = False
+    pool: UpstreamPool = field(init=False)
+    write_log: Callable[[str], None] = field(default=lambda line: None)
+
+    def __post_init__(self) -> None:
+        self.pool = UpstreamPool(self)
+
+
+class _ReadGate:
+    """Reading pauses while any reason holds, and resumes when the last is gone."""
+
+    __slots__ = ("_reasons", "_transport")
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+        self._reasons = 0
+
+    def pause(self, reason: int) -> None:
+        if not self._reasons:
+            self._transport.pause_reading()
+        self._reasons |= reason
+
+    def resume(self, reason: int) -> None:
+        if self._reasons & reason:
+            self._reasons &= ~reason
+            if not self._reasons:
+                self._transport.resume_reading()
+
+
+PEER_FULL = 1
+BACKLOG = 2
+CONNECTING = 4
+
+
+class ClientConnection(asyncio.Protocol):
+    """A client's (decrypted) connection: requests in, responses out, or a byte tunnel."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.transport: Transport | None = None
+        limits = state.config.limits
+        self.reader = http1.RequestReader(
+            max_request_line=limits.max_request_line,
+            max_head=limits.max_head_size,
+            max_headers=limits.max_headers,
+        )
+        self.client_ip = ""
+        self.sni: str | None = None
+        self.tls_info: tuple[str, str] | None = None
+        self.gate: _ReadGate | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.tunnel = False
+        self.closed = False
+        # The exchange in progress.
+        self.request: RequestHead | None = None
+        self.route_upstream: Upstream | None = None
+        self.request_done = False
+        self.response_status = 0
+        self.response_bytes = 0
+        self.response_chunked = False
+        self.response_keep_alive = False
+        self.started = 0.0
+        self.request_bytes_sent = 0
+        self.head_bytes = b""
+        self.retried = False
+        self.eof_pending = False
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio callbacks ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = t = cast(Transport, transport)
+        t.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        self.gate = _ReadGate(t)
+        peer = t.get_extra_info("peername")
+        self.client_ip = peer[0] if isinstance(peer, tuple) else "unix"
+        sslobj = t.get_extra_info("ssl_object")
+        if sslobj is not None:
+            self.sni = getattr(sslobj, SNI_ATTRIBUTE, None)
+        state = self.state
+        if len(state.connections) >= state.config.limits.max_connections or state.draining:
+            t.write(
+                http1.simple_response(503, b"devtls: too many connections, try again\n", close=True)
+            )
+            t.close()
+            self.closed = True
+            return
+        state.connections.add(self)
+        if state.config.tcp:
+            self._start_tcp_tunnel()
+        else:
+            self._arm_timer(state.config.limits.head_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel:
+            upstream = self.upstream
+            if upstream is not None and upstream.transport is not None:
+                upstream.transport.write(data)
+            else:
+                # --tcp: bytes that came with the handshake, before the upstream is open.
+                self.reader.feed(data)
+            return
+        if self.request is None and self.reader.at_message_start:
+            # The first bytes of a new request: from now on the head must arrive in time.
+            self._arm_timer(self.state.config.limits.head_timeout)
+        self.reader.feed(data)
+        self._advance()
+
+    def eof_received(self) -> bool:
+        if self.tunnel:
+            upstream = self.upstream
+            if upstream is None:
+                self.eof_pending = True
+            elif upstream.transport is not None:
+                if upstream.transport.can_write_eof():
+                    upstream.transport.write_eof()
+                upstream.client_eof = True
+                if upstream.upstream_eof:
+                    self.close()
+                    return False
+            return True
+        self.reader.feed_eof()
+        if self.request is None and self.reader.at_message_start:
+            self.close()
+            return False
+        self._advance()
+        # Keep the connection open to deliver the response to a finished request.
+        return not self.closed
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._cancel_timer()
+        self.state.connections.discard(self)
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            upstream.client = None
+            upstream.close()
+
+    def pause_writing(self) -> None:
+        upstream = self.upstream
+        if upstream is not None and upstream.gate is not None:
+            upstream.gate.pause(PEER_FULL)
+
+    def resume_writing(self) -> None:
+        upstream = self.upstream
+        if upstream is not None and upstream.gate is not None:
+            upstream.gate.resume(PEER_FULL)
+
+    # -- requests ----------------------------------------------------------------------
+
+    def _advance(self) -> None:
+        """Take as many events from the reader as the current state allows."""
+        reader = self.reader
+        while not self.closed:
+            request = self.request
+            if request is None:
+                if self.state.draining or (reader.eof and reader.at_message_start):
+                    self.close()
+                    return
+                try:
+                    event = reader.next_event()
+                except ProtocolError as exc:
+                    self._refuse(exc)
+                    return
+                if event is None:
+                    return
+                assert isinstance(event, RequestHead)
+                self._start_exchange(event)
+                continue
+            upstream = self.upstream
+            if self.request_done or upstream is None or not upstream.ready:
+                # Pipelined requests and early body bytes wait, up to a bound.
+                if reader.buffered > MAX_CLIENT_BACKLOG and self.gate is not None:
+                    self.gate.pause(BACKLOG)
+                return
+            try:
+                event = reader.next_event()
+            except ProtocolError as exc:
+                self._refuse(exc)
+                return
+            if event is None:
+                if self.gate is not None:
+                    self.gate.resume(BACKLOG)
+                return
+            transport = upstream.transport
+            assert transport is not None
+            if isinstance(event, Data):
+                self.request_bytes_sent += len(event.data)
+                if request.body is BodyKind.CHUNKED:
+                    transport.writelines(http1.chunk(event.data))
+                else:
+                    transport.write(event.data)
+            elif event is END:
+                if request.body is BodyKind.CHUNKED:
+                    transport.write(http1.LAST_CHUNK)
+                self.request_done = True
+
+    def _start_exchange(self, head: RequestHead) -> None:
+        self._cancel_timer()
+        self.request = head
+        self.request_done = head.body is BodyKind.NONE
+        self.response_status = 0
+        self.response_bytes = 0
+        self.request_bytes_sent = 0
+        self.retried = False
+        self.started = time.perf_counter()
+        if head.body is BodyKind.NONE:
+            # A request without a body ends with its head: take the reader's END now.
+            end = self.reader.next_event()
+            assert end is END
+        target = head.target.decode("latin-1")
+        host = head.host.decode("latin-1") or (self.sni or "")
+        route, upstream = self.state.router.match(host, target.partition("?")[0])
+        if upstream is None:
+            self._respond_locally(404, self._no_route_page(host), close=False)
+            return
+        self.route_upstream = upstream
+        self.head_bytes = self._upstream_head(head, route, upstream, target)
+        self.state.pool.acquire(upstream, self)
+
+    def _upstream_head(
+        self, head: RequestHead, route: Route | None, upstream: Upstream, target: str
+    ) -> bytes:
+        drop = http1.HOP_BY_HOP | head.connection_tokens | _FORWARDED_HEADERS
+        headers: http1.Headers = []
+        forwarded_for = b""
+        forwarded = b""
+        for name, value in head.headers:
+            lower = name.lower()
+            if lower in drop:
+                continue
+            if lower == b"x-forwarded-for":
+                forwarded_for = forwarded_for + b", " + value if forwarded_for else value
+                continue
+            if lower == b"forwarded":
+                forwarded = forwarded + b", " + value if forwarded else value
+                continue
+            headers.append((name, value))
+        ip = self.client_ip.encode()
+        host = head.host or (self.sni or "").encode()
+        node = b'"[%s]"' % ip if b":" in ip else ip
+        this_hop = b'for=%s;host="%s";proto=https' % (node, host)
+        headers += [
+            (b"X-Forwarded-For", forwarded_for + b", " + ip if forwarded_for else ip),
+            (b"X-Forwarded-Proto", b"https"),
+            (b"X-Forwarded-Host", host),
+            (b"X-Forwarded-Port", b"%d" % self.state.listen_port),
+            (b"Forwarded", forwarded + b", " + this_hop if forwarded else this_hop),
+        ]
+        if head.body is BodyKind.CHUNKED:
+            headers.append((b"Transfer-Encoding", b"chunked"))
+        if head.upgrade is not None:
+            headers += [(b"Connection", b"Upgrade"), (b"Upgrade", head.upgrade)]
+        if upstream.wants_tls_info and self.transport is not None:
+            sslobj = self.transport.get_extra_info("ssl_object")
+            if sslobj is not None:
+                cipher = sslobj.cipher()
+                headers += [
+                    (b"X-Devtls-Tls-Version", (sslobj.version() or "").encode()),
+                    (b"X-Devtls-Tls-Cipher", (cipher[0] if cipher else "").encode()),
+                ]
+        path = upstream_target(route, upstream, target).encode("latin-1")
+        return http1.encode_head(b"%s %s HTTP/1.1" % (head.method, path), headers)
+
+    # -- the upstream side (called by UpstreamConnection and the pool) --------------------
+
+    def upstream_ready(self, upstream: UpstreamConnection) -> None:
+        """The upstream connection is there: send the head and stream the body."""
+        if self.closed or self.request is None:
+            self.state.pool.release(upstream, reusable=True)
+            return
+        self.upstream = upstream
+        upstream.attach(self)
+        request = self.request
+        assert upstream.transport is not None
+        upstream.transport.write(self.head_bytes)
+        if request.expect_continue and not self.request_done and request.http11:
+            # We asked the upstream for nothing; the client may send its body now.
+            self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if self.gate is not None:
+            self.gate.resume(CONNECTING)
+        self._advance()
+
+    def upstream_failed(self, upstream: Upstream, exc: BaseException) -> None:
+        if self.closed or self.request is None:
+            return
+        status, message = describe_upstream_failure(upstream, exc)
+        log.warning("upstream %s: %s", upstream.authority, message)
+        self._respond_locally(status, message.encode() + b"\n", close=not self.request_done)
+
+    def upstream_lost(self, upstream: UpstreamConnection) -> None:
+        """The upstream closed or failed before the response was complete."""
+        self.upstream = None
+        if self.closed:
+            return
+        if self.tunnel:
+            self.close()
+            return
+        if self.response_status:
+            # Part of the response is out; the client can only learn by the connection closing.
+            self._abort()
+            return
+        request = self.request
+        if (
+            request is not None
+            and upstream.reused
+            and not self.retried
+            and request.method in IDEMPOTENT
+            and self.request_bytes_sent == 0
+            and self.route_upstream is not None
+        ):
+            # The pooled connection was closed by the upstream as we reused it: the request
+            # never reached the application, so sending it once more is safe.
+            self.retried = True
+            self.state.pool.acquire(self.route_upstream, self, fresh=True)
+            return
+        assert self.route_upstream is not None
+        self._respond_locally(
+            502,
+            f"devtls: the upstream {self.route_upstream.authority} closed the connection "
+            "without answering\n".encode(),
+            close=True,
+        )
+
+    def on_response_head(self, head: ResponseHead) -> None:
+        request = self.request
+        assert request is not None
+        if head.status < 200 and head.status != 101:
+            if request.http11 and head.status != 100:
+                self._write(self._response_head(head, informational=True))
+            return
+        self.response_status = head.status
+        if head.status == 101:
+            if request.upgrade is None:
+                raise ProtocolError("upstream switched protocols without being asked", 502)
+            self._write(self._response_head(head, informational=True))
+            self._start_tunnel()
+            return
+        self._write(self._response_head(head))
+
+    def _response_head(self, head: ResponseHead, *, informational: bool = False) -> bytes:
+        request = self.request
+        assert request is not None
+        drop = http1.HOP_BY_HOP | head.connection_tokens
+        headers = [(n, v) for n, v in head.headers if n.lower() not in drop]
+        start = b"HTTP/1.1 %d %s" % (head.status, head.reason)
+        if informational:
+            if head.status == 101:
+                upgrade = next((v for n, v in head.headers if n.lower() == b"upgrade"), None)
+                headers += [
+                    (b"Connection", b"Upgrade"),
+                    (b"Upgrade", upgrade or request.upgrade or b""),
+                ]
+            return http1.encode_head(start, headers)
+        keep_alive = request.keep_alive and not self.state.draining
+        self.response_chunked = False
+        if head.body in (BodyKind.CHUNKED, BodyKind.UNTIL_CLOSE):
+            if request.http11:
+                headers.append((b"Transfer-Encoding", b"chunked"))
+                self.response_chunked = True
+            else:
+                keep_alive = False
+        self.response_keep_alive = keep_alive
+        if not keep_alive:
+            headers.append((b"Connection", b"close"))
+        elif not request.http11:
+            headers.append((b"Connection", b"keep-alive"))
+        return http1.encode_head(start, headers)
+
+    def on_response_data(self, data: bytes) -> None:
+        self.response_bytes += len(data)
+        transport = self.transport
+        if transport is None:
+            return
+        if self.response_chunked:
+            transport.writelines(http1.chunk(data))
+        else:
+            transport.write(data)
+
+    def on_response_end(self, upstream: UpstreamConnection, reusable: bool) -> None:
+        if self.response_chunked:
+            self._write(http1.LAST_CHUNK)
+        self.upstream = None
+        self.state.pool.release(upstream, reusable=reusable and self.request_done)
+        # A response that ends before the request's body does (an early 413, say): the rest
+        # of that body cannot be told apart from a next request, so the connection ends.
+        self._finish_exchange(keep_alive=self.response_keep_alive and self.request_done)
+
+    def _finish_exchange(self, *, keep_alive: bool) -> None:
+        request = self.request
+        assert request is not None
+        self._log(request)
+        self.request = None
+        self.route_upstream = None
+        if not keep_alive or self.closed:
+            self.close()
+            return
+        self.reader.next_message()
+        if self.gate is not None:
+            self.gate.resume(BACKLOG)
+        self._arm_timer(self.state.config.limits.idle_timeout)
+        self._advance()
+
+    # -- tunnels ------------------------------------------------------------------------
+
+    def _start_tunnel(self) -> None:
+        self.tunnel = True
+        self._cancel_timer()
+        upstream = self.upstream
+        assert upstream is not None
+        assert upstream.transport is not None
+        request = self.request
+        if request is not None:
+            self._log(request)
+            self.request = None
+        early = self.reader.take_buffered()
+        if early:
+            upstream.transport.write(early)
+        upstream.start_tunnel()
+        if self.gate is not None:
+            self.gate.resume(BACKLOG | CONNECTING)
+
+    def _start_tcp_tunnel(self) -> None:
+        _, upstream = self.state.router.match(self.sni or "", "/")
+        if upstream is None:
+            self.close()
+            return
+        self.tunnel = True
+        self.route_upstream = upstream
+        self.request = None
+        self.head_bytes = b""
+        assert self.gate is not None
+        self.gate.pause(CONNECTING)
+        self.state.pool.acquire(upstream, self, fresh=True, tunnel=True)
+
+    def tunnel_ready(self, upstream: UpstreamConnection) -> None:
+        if self.closed:
+            upstream.close()
+            return
+        self.upstream = upstream
+        upstream.attach(self)
+        upstream.start_tunnel()
+        assert upstream.transport is not None
+        early = self.reader.take_buffered()
+        if early:
+            upstream.transport.write(early)
+        if self.eof_pending:
+            upstream.client_eof = True
+            if upstream.transport.can_write_eof():
+                upstream.transport.write_eof()
+        if self.gate is not None:
+            self.gate.resume(CONNECTING)
+
+    # -- local answers, timers, closing ---------------------------------------------------
+
+    def _respond_locally(self, status: int, body: bytes, *, close: bool) -> None:
+        request = self.request
+        assert request is not None
+        keep_alive = request.keep_alive and not close and not self.state.draining
+        self.response_status = status
+        self.response_bytes = len(body)
+        self._write(
+            http1.simple_response(
+                status, body, close=not keep_alive, head_only=request.method == b"HEAD"
+            )
+        )
+        if keep_alive and not self.request_done:
+            # The request's body is still coming: read and drop it before the next request.
+            keep_alive = False
+        self._finish_exchange(keep_alive=keep_alive)
+
+    def _refuse(self, exc: ProtocolError) -> None:
+        """Answer a request we cannot parse, then close: its framing cannot be trusted."""
+        if self.response_status == 0 or self.request is None:
+            self._write(
+                http1.simple_response(exc.status_hint, f"{exc.message}\n".encode(), close=True)
+            )
+        if not self.state.config.quiet:
+            self.state.write_log(
+                f"{self.client_ip} bad request: {exc.message} -> {exc.status_hint}"
+            )
+        self.close()
+
+    def _no_route_page(self, host: str) -> bytes:
+        lines = [f"devtls: no route for host {host!r}.", "", "Configured routes:"]
+        lines += [f"  {route}" for route in self.state.router.routes] or ["  (none)"]
+        return ("\n".join(lines) + "\n").encode()
+
+    def _log(self, request: RequestHead) -> None:
+        if self.state.config.quiet:
+            return
+        ms = (time.perf_counter() - self.started) * 1000
+        self.state.write_log(
+            f'{self.client_ip} "{request.method.decode()} {request.host.decode()}'
+            f'{request.target.decode("latin-1")}" {self.response_status} '
+            f"{self.response_bytes}B {ms:.1f}ms"
+        )
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def _arm_timer(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + seconds
+        if self._timer is None:
+            self._timer = loop.call_at(self._deadline, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        self._deadline = 0.0
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._deadline == 0.0 or self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._deadline:
+            # Re-armed since: wait for the newer deadline (one timer per connection).
+            self._timer = loop.call_at(self._deadline, self._on_timer)
+            return
+        if self.request is None and not self.reader.at_message_start:
+            self._write(http1.simple_response(408, b"request head took too long\n", close=True))
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._cancel_timer()
+        if self.transport is not None:
+            self.transport.close()
+
+    def _abort(self) -> None:
+        self.closed = True
+        self._cancel_timer()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def close_if_idle(self) -> None:
+        """When stopping: a connection between requests is closed now."""
+        if self.request is None and not self.tunnel and self.reader.at_message_start:
+            self.close()
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """A connection to an upstream, reused across requests through the pool."""
+
+    def __init__(self, pool: UpstreamPool, key: str) -> None:
+        self.pool = pool
+        self.key = key
+        self.transport: Transport | None = None
+        self.reader = http1.ResponseReader()
+        self.client: ClientConnection | None = None
+        self.gate: _ReadGate | None = None
+        self.ready = False
+        self.reused = False
+        self.tunnel = False
+        self.client_eof = False
+        self.upstream_eof = False
+        self.closed = False
+        self.keep_alive = False
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.last_active = 0.0
+        self.timeout_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = t = cast(Transport, transport)
+        t.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        self.gate = _ReadGate(t)
+        self.ready = True
+
+    def attach(self, client: ClientConnection) -> None:
+        self.client = client
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        request = client.request
+        self.reader.expect_response(head_request=request is not None and request.method == b"HEAD")
+        self._watch_silence()
+
+    def start_tunnel(self) -> None:
+        self.tunnel = True
+        self._stop_watch()
+        rest = self.reader.take_buffered()
+        if rest and self.client is not None:
+            self.client._write(rest)
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client
+        if self.tunnel:
+            if client is not None and client.transport is not None:
+                client.transport.write(data)
+            return
+        if client is None:
+            # An idle connection must not speak; whatever this is, the connection is done.
+            self.close()
+            return
+        self.last_active = time.monotonic()
+        self.reader.feed(data)
+        self._pump(client)
+
+    def _pump(self, client: ClientConnection) -> None:
+        reader = self.reader
+        try:
+            while self.client is client and not self.tunnel:
+                event = reader.next_event()
+                if event is None:
+                    return
+                if isinstance(event, Data):
+                    client.on_response_data(event.data)
+                elif event is END:
+                    self._stop_watch()
+                    head_keep_alive = self.keep_alive
+                    self.client = None
+                    client.on_response_end(self, head_keep_alive)
+                    return
+                else:
+                    assert isinstance(event, ResponseHead)
+                    if event.status >= 200 or event.status == 101:
+                        self.keep_alive = event.keep_alive
+                    client.on_response_head(event)
+        except ProtocolError as exc:
+            self.client = None
+            if client.response_status:
+                client._abort()
+            else:
+                client.upstream = None
+                client._respond_locally(502, f"devtls: {exc.message}\n".encode(), close=True)
+            self.close()
+
+    def eof_received(self) -> bool:
+        self.upstream_eof = True
+        client = self.client
+        if self.tunnel:
+            if client is not None and client.transport is not None:
+                client.transport.write_eof()
+                if self.client_eof:
+                    client.close()
+                    return False
+            return True
+        if client is not None:
+            self.reader.feed_eof()
+            self._pump(client)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.ready = False
+        self._stop_watch()
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        self.pool.forget(self)
+        client, self.client = self.client, None
+        if client is not None:
+            client.upstream_lost(self)
+
+    def pause_writing(self) -> None:
+        client = self.client
+        if client is not None and client.gate is not None:
+            client.gate.pause(PEER_FULL)
+
+    def resume_writing(self) -> None:
+        client = self.client
+        if client is not None and client.gate is not None:
+            client.gate.resume(PEER_FULL)
+
+    def close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+
+    # Upstream silence: one timer per exchange, re-armed from the time of the last data.
+    def _watch_silence(self) -> None:
+        timeout = self.pool.state.config.limits.upstream_timeout
+        self.last_active = time.monotonic()
+        loop = asyncio.get_running_loop()
+        if self.timeout_timer is None:
+            self.timeout_timer = loop.call_later(timeout, self._on_silence)
+
+    def _stop_watch(self) -> None:
+        if self.timeout_timer is not None:
+            self.timeout_timer.cancel()
+            self.timeout_timer = None
+
+    def _on_silence(self) -> None:
+        self.timeout_timer = None
+        timeout = self.pool.state.config.limits.upstream_timeout
+        quiet_for = time.monotonic() - self.last_active
+        client = self.client
+        if client is None or self.tunnel:
+            return
+        if quiet_for < timeout:
+            self.timeout_timer = asyncio.get_running_loop().call_later(
+                timeout - quiet_for, self._on_silence
+            )
+            return
+        self.client = None
+        if client.response_status:
+            client._abort()
+        else:
+            upstream = client.route_upstream
+            where = upstream.authority if upstream else "the upstream"
+            client.upstream = None
+            client._respond_locally(
+                504,
+                f"devtls: {where} did not answer within {timeout:g} s\n".encode(),
+                close=True,
+            )
+        self.close()
+
+
+class UpstreamPool:
+    """Idle upstream connections by upstream, and opening new ones."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.idle: dict[str, list[UpstreamConnection]] = {}
+        self.pending: set[asyncio.Task[None]] = set()
+
+    def acquire(
+        self,
+        upstream: Upstream,
+        client: ClientConnection,
+        *,
+        fresh: bool = False,
+        tunnel: bool = False,
+    ) -> None:
+        """Give ``client`` a connection now (from the pool) or when it is open."""
+        key = str(upstream)
+        if not fresh and not tunnel:
+            idle = self.idle.get(key)
+            while idle:
+                connection = idle.pop()
+                if (
+                    connection.closed
+                    or connection.transport is None
+                    or connection.transport.is_closing()
+                ):
+                    continue
+                connection.reused = True
+                client.upstream_ready(connection)
+                return
+        if client.gate is not None:
+            client.gate.pause(CONNECTING)
+        task = asyncio.ensure_future(self._open(upstream, key, client, tunnel))
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+
+    async def _open(
+        self, upstream: Upstream, key: str, client: ClientConnection, tunnel: bool
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        timeout = self.state.config.limits.upstream_connect_timeout
+        try:
+            if upstream.scheme == "unix":
+                opening = loop.create_unix_connection(
+                    lambda: UpstreamConnection(self, key), upstream.socket_path
+                )
+            else:
+                opening = loop.create_connection(
+                    lambda: UpstreamConnection(self, key),
+                    upstream.host,
+                    upstream.port,
+                    ssl=self.state.upstream_tls if upstream.scheme == "https" else None,
+                    server_hostname=upstream.host if upstream.scheme == "https" else None,
+                )
+            _, protocol = await asyncio.wait_for(opening, timeout)
+        except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+            client.upstream_failed(upstream, exc)
+            if tunnel:
+                client.close()
+            return
+        if tunnel:
+            client.tunnel_ready(protocol)
+        else:
+            client.upstream_ready(protocol)
+
+    def release(self, connection: UpstreamConnection, *, reusable: bool) -> None:
+        if (
+            not reusable
+            or connection.closed
+            or self.state.draining
+            or connection.transport is None
+            or connection.transport.is_closing()
+            or connection.reader.buffered
+        ):
+            connection.close()
+            return
+        idle = self.idle.setdefault(connection.key, [])
+        if len(idle) >= MAX_IDLE_PER_UPSTREAM:
+            connection.close()
+            return
+        idle.append(connection)
+        connection.idle_timer = asyncio.get_running_loop().call_later(
+            UPSTREAM_IDLE_SECONDS, connection.close
+        )
+
+    def forget(self, connection: UpstreamConnection) -> None:
+        idle = self.idle.get(connection.key)
+        if idle and connection in idle:
+            idle.remove(connection)
+
+    def close_all(self) -> None:
+        for idle in self.idle.values():
+            for connection in list(idle):
+                connection.close()
+        self.idle.clear()
+        for task in list(self.pending):
+            task.cancel()
+
+
+def describe_upstream_failure(upstream: Upstream, exc: BaseException) -> tuple[int, str]:
+    """The status and the one-line reason a developer needs to fix it."""
+    where = upstream.authority
+    if isinstance(exc, asyncio.TimeoutError):
+        return 504, f"devtls: connecting to {where} timed out — is your dev server stuck?"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return 502, f"devtls: the certificate of {where} is not trusted: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return 502, f"devtls: TLS to {where} failed: {exc.reason or exc}"
+    if isinstance(exc, ConnectionRefusedError) or getattr(exc, "errno", None) == errno.ECONNREFUSED:
+        return 502, f"devtls: nothing is listening on {where} — is your dev server running?"
+    if isinstance(exc, FileNotFoundError):
+        return 502, f"devtls: no socket at {upstream.socket_path} — is your dev server running?"
+    if isinstance(exc, socket.gaierror):
+        return 502, f"devtls: cannot resolve {upstream.host}: {exc.strerror}"
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return 502, f"devtls: cannot connect to {where}: {text}"
+
+
+def print_line(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,274 @@
+"""The lifecycle of ``devtls serve`` in one place: listeners, signals, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import signal
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from devtls.ca import LocalCA
+from devtls.config import Address, ServeConfig, Upstream
+from devtls.errors import DevtlsError, ProtocolError
+from devtls.proxy import http1
+from devtls.proxy.certs import CertificateSource
+from devtls.proxy.connection import ClientConnection, ServerState, print_line
+from devtls.proxy.demo import start_demo_server
+from devtls.proxy.routes import Router, host_without_port
+from devtls.proxy.tls import TLSServerProtocol
+
+log = logging.getLogger("devtls")
+
+# Connections still busy this long after a stop signal are cut.
+DRAIN_POLL_SECONDS = 0.05
+LISTEN_BACKLOG = 1024
+
+
+@dataclass
+class RunningServer:
+    """Handles to a started server, for the CLI and for tests."""
+
+    state: ServerState
+    servers: list[asyncio.Server]
+    port: int
+    banner: list[str]
+    stopping: asyncio.Event
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
+def upstream_tls_context(ca: LocalCA | None) -> ssl.SSLContext:
+    """For https:// upstreams: the OS trust (truststore) plus the devtls root."""
+    import truststore
+
+    context = truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if ca is not None:
+        context.load_verify_locations(cadata=ca.cert_pem().decode("ascii"))
+    return context
+
+
+async def start(
+    config: ServeConfig, *, write_log: Callable[[str], None] = print_line
+) -> RunningServer:
+    """Open every listener; raise DevtlsError (port in use, bad certificate) before serving."""
+    loop = asyncio.get_running_loop()
+    servers: list[asyncio.Server] = []
+    ca: LocalCA | None = None
+    if config.cert_file is None:
+        ca, created = LocalCA.load_or_create()
+        if created:
+            log.warning("created a new local CA in %s; run 'devtls install' to trust it", ca.path)
+    banner_config = config
+    if config.demo:
+        demo_server, demo_port = await start_demo_server()
+        servers.append(demo_server)
+        config = replace(
+            config, upstream=Upstream("http", "127.0.0.1", demo_port, wants_tls_info=True)
+        )
+    router = Router(config.routes, config.upstream)
+    certs = CertificateSource(
+        names=config.certificate_names(),
+        ca=ca,
+        cert_file=config.cert_file,
+        key_file=config.key_file,
+        may_mint=router.serves_host,
+        tcp=config.tcp,
+    )
+    needs_upstream_tls = any(
+        u.scheme == "https" for u in [config.upstream, *(r.upstream for r in config.routes)] if u
+    )
+    state = ServerState(
+        config=config,
+        router=router,
+        upstream_tls=upstream_tls_context(ca) if needs_upstream_tls else None,
+        write_log=write_log,
+    )
+
+    def on_handshake_error(reason: str) -> None:
+        # One short line per failed handshake; a scanner gets many, none is fatal.
+        if not config.quiet:
+            write_log(f"TLS handshake failed: {reason}")
+
+    def protocol() -> TLSServerProtocol:
+        return TLSServerProtocol(
+            certs.default_context,
+            lambda: ClientConnection(state),
+            handshake_timeout=config.limits.handshake_timeout,
+            plain_http_answer=lambda data: _plain_http_on_tls_port(data, port),
+            on_handshake_error=on_handshake_error,
+        )
+
+    try:
+        tls_server = await _listen(loop, protocol, config.listen)
+        servers.append(tls_server)
+        port = tls_server.sockets[0].getsockname()[1]
+        state.listen_port = port
+        if config.redirect_http is not None:
+            servers.append(
+                await _listen(loop, lambda: RedirectProtocol(port), config.redirect_http)
+            )
+    except BaseException:
+        for server in servers:
+            server.close()
+        raise
+    return RunningServer(state, servers, port, _banner(banner_config, port), asyncio.Event())
+
+
+async def _listen(
+    loop: asyncio.AbstractEventLoop, factory: Callable[[], asyncio.Protocol], address: Address
+) -> asyncio.Server:
+    try:
+        return await loop.create_server(
+            factory, address.host or None, address.port, backlog=LISTEN_BACKLOG, reuse_address=True
+        )
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise DevtlsError(
+                f"cannot listen on {address}: the address is already in use",
+                f"stop the other server or choose another port (--listen {address.url_host}:"
+                f"{address.port + 1})",
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise DevtlsError(
+                f"cannot listen on {address}: permission denied",
+                "ports below 1024 need privileges; use a port like 8443",
+            ) from None
+        raise DevtlsError(f"cannot listen on {address}: {exc.strerror or exc}") from None
+
+
+def _banner(config: ServeConfig, port: int) -> list[str]:
+    host = config.listen.url_host
+    suffix = "" if port == 443 else f":{port}"
+    lines = []
+    kind = "tcp+tls" if config.tcp else "https"
+    if config.demo:
+        lines.append(f"devtls: serving the demo page at https://{host}{suffix}/")
+    for route in config.routes:
+        route_host = route.host.replace("*", "x") if route.host else host
+        path = "" if route.path == "/" else route.path
+        lines.append(f"devtls: {kind}://{route_host}{suffix}{path} -> {route.upstream}")
+    if config.upstream is not None and not config.demo:
+        label = "every other host" if config.routes else f"{kind}://{host}{suffix}"
+        lines.append(f"devtls: {label} -> {config.upstream}")
+    if config.redirect_http is not None:
+        lines.append(f"devtls: http://{config.redirect_http} redirects to https")
+    return lines
+
+
+def _plain_http_on_tls_port(data: bytes, port: int) -> bytes:
+    """What nginx calls 497: a browser that typed http:// for the TLS port is sent to https."""
+    reader = http1.RequestReader()
+    reader.feed(data)
+    try:
+        head = reader.next_event()
+    except ProtocolError:
+        head = None
+    if isinstance(head, http1.RequestHead) and head.host:
+        return _redirect(head, port)
+    return http1.simple_response(
+        400, b"devtls: this port speaks HTTPS; use an https:// URL\n", close=True
+    )
+
+
+def _redirect(head: http1.RequestHead, port: int) -> bytes:
+    bare = host_without_port(head.host.decode("latin-1"))
+    if ":" in bare:
+        bare = f"[{bare}]"
+    suffix = "" if port == 443 else f":{port}"
+    location = f"https://{bare}{suffix}{head.target.decode('latin-1')}".encode("latin-1")
+    # 301 keeps GET/HEAD as they are; 308 also keeps the method and body of a POST.
+    status = 301 if head.method in (b"GET", b"HEAD") else 308
+    return http1.simple_response(
+        status,
+        b"",
+        extra=[(b"Location", location)],
+        close=True,
+    )
+
+
+class RedirectProtocol(asyncio.Protocol):
+    """The plain-HTTP listener of --redirect-http: every request gets a permanent redirect."""
+
+    def __init__(self, tls_port: int) -> None:
+        self.tls_port = tls_port
+        self.reader = http1.RequestReader()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.reader.feed(data)
+        try:
+            head = self.reader.next_event()
+        except ProtocolError as exc:
+            self.transport.write(
+                http1.simple_response(exc.status_hint, exc.message.encode(), close=True)
+            )
+            self.transport.close()
+            return
+        if head is None:
+            return
+        assert isinstance(head, http1.RequestHead)
+        if not head.host:
+            self.transport.write(
+                http1.simple_response(400, b"a Host header is needed\n", close=True)
+            )
+        else:
+            self.transport.write(_redirect(head, self.tls_port))
+        self.transport.close()
+
+
+async def run(
+    config: ServeConfig, *, on_ready: Callable[[RunningServer], None] | None = None
+) -> int:
+    """Serve until SIGINT or SIGTERM, then drain (bounded) and return 0."""
+    running = await start(config)
+    loop = asyncio.get_running_loop()
+    for line in running.banner:
+        print_line(line)
+    installed: list[signal.Signals] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows
+            loop.add_signal_handler(signum, running.stop)
+            installed.append(signum)
+    if on_ready is not None:
+        on_ready(running)
+    try:
+        await running.stopping.wait()
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+        await shutdown(running)
+    return 0
+
+
+async def shutdown(running: RunningServer) -> None:
+    """Stop accepting, let requests in flight finish (bounded), then close everything."""
+    state = running.state
+    state.draining = True
+    for server in running.servers:
+        server.close()
+    for connection in list(state.connections):
+        connection.close_if_idle()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + state.config.limits.drain_timeout
+    while state.connections and loop.time() < deadline:
+        await asyncio.sleep(DRAIN_POLL_SECONDS)
+        for connection in list(state.connections):
+            connection.close_if_idle()
+    for connection in list(state.connections):
+        connection._abort()
+    state.pool.close_all()
+
+
+def serve_forever(config: ServeConfig) -> int:
+    """Run the forwarder on a new event loop until it is stopped."""
+    return asyncio.run(run(config))
