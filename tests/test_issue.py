@@ -9,7 +9,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import require_tool, run
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -25,6 +24,7 @@ from devtls.issue import (
     make_cert_files,
     sign_csr,
 )
+from tests.conftest import require_tool, run
 
 
 def openssl_text(cert_file: Path) -> str:

@@ -7,10 +7,10 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import require_tool, run
 
 from devtls.ca import CERT_FILE, KEY_FILE, LocalCA
 from devtls.issue import CertRequest, make_cert_files
+from tests.conftest import require_tool, run
 
 
 def mkcert(caroot: Path, *args: str, cwd: Path) -> str:
