@@ -232,13 +232,14 @@ async def run(
     """Serve until SIGINT or SIGTERM, then drain (bounded) and return 0."""
     running = await start(config)
     loop = asyncio.get_running_loop()
-    for line in running.banner:
-        print_line(line)
     installed: list[signal.Signals] = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows
             loop.add_signal_handler(signum, running.stop)
             installed.append(signum)
+    # The banner comes last: whoever reads it may signal us at once.
+    for line in running.banner:
+        print_line(line)
     if on_ready is not None:
         on_ready(running)
     try:

@@ -1,0 +1,186 @@
+"""`devtls serve` as a user runs it: a real process, its banner, signals and exit codes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_tool, run
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class SlowHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        if self.path.startswith("/slow"):
+            time.sleep(1.5)
+        body = b"hello from upstream"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def upstream_port() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+@contextmanager
+def serving(*args: str, caroot: Path) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    env = {**os.environ, "CAROOT": str(caroot)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "devtls", "serve", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    lines: list[str] = []
+    assert process.stdout is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if "->" in line or "demo page" in line:
+            break
+    try:
+        yield process, lines
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+        process.stdout.close()
+
+
+def test_banner_request_and_sigterm_exit_0(session_ca_dir: Path, upstream_port: int) -> None:
+    port = free_port()
+    with serving(str(upstream_port), "--listen", f"127.0.0.1:{port}", caroot=session_ca_dir) as (
+        process,
+        lines,
+    ):
+        assert lines[-1] == f"devtls: https://localhost:{port} -> http://127.0.0.1:{upstream_port}"
+        curl = require_tool("curl")
+        out = run(
+            curl, "-sS", "--cacert", session_ca_dir / "rootCA.pem", f"https://localhost:{port}/"
+        )
+        assert out.stdout == "hello from upstream"
+        # A request in flight when the signal comes is still answered.
+        slow = subprocess.Popen(
+            [
+                curl,
+                "-sS",
+                "--cacert",
+                str(session_ca_dir / "rootCA.pem"),
+                f"https://localhost:{port}/slow",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(0.5)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+        assert time.monotonic() - started < 10
+        assert slow.communicate(timeout=10)[0] == "hello from upstream"
+    assert process.returncode == 0
+
+
+def test_sigint_exits_0(session_ca_dir: Path) -> None:
+    port = free_port()
+    with serving("--listen", f"127.0.0.1:{port}", caroot=session_ca_dir) as (process, lines):
+        assert lines[-1] == f"devtls: serving the demo page at https://localhost:{port}/"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(10) == 0
+
+
+def listening_addresses(port: int) -> set[str]:
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not Path(table).exists():
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, port_hex = local.split(":")
+            if state == "0A" and int(port_hex, 16) == port:
+                found.add(address)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc/net/tcp")
+def test_default_listen_address_is_loopback_only(session_ca_dir: Path, upstream_port: int) -> None:
+    if listening_addresses(8443):
+        pytest.skip("port 8443 is taken on this machine")
+    with serving(str(upstream_port), caroot=session_ca_dir) as (process, lines):
+        assert lines[-1].startswith("devtls: https://localhost:8443 ->")
+        assert listening_addresses(8443) == {"0100007F"}  # 127.0.0.1, nothing else
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+
+
+def test_port_in_use_is_one_line_exit_1(session_ca_dir: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "devtls", "serve", "3000", "--listen", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "CAROOT": str(session_ca_dir)},
+            check=False,
+        )
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert "already in use" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--route", "nohost"], "HOST[/PATH]=UPSTREAM"),
+        (["--listen", "8443"], "has no port"),
+        (["ftp://x"], "not supported"),
+        (["--limit", "nope=1"], "known NAME"),
+    ],
+)
+def test_bad_settings_are_one_line_exit_2(
+    session_ca_dir: Path, args: list[str], words: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "devtls", "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "CAROOT": str(session_ca_dir)},
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert words in result.stderr
