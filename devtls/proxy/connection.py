@@ -135,6 +135,7 @@ class ClientConnection(asyncio.Protocol):
         self.head_bytes = b""
         self.retried = False
         self.eof_pending = False
+        self._batch: list[bytes] | None = None
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
 
@@ -201,7 +202,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._cancel_timer()
+        self._drop_timer()
         self.state.connections.discard(self)
         upstream, self.upstream = self.upstream, None
         if upstream is not None:
@@ -441,13 +442,10 @@ class ClientConnection(asyncio.Protocol):
 
     def on_response_data(self, data: bytes) -> None:
         self.response_bytes += len(data)
-        transport = self.transport
-        if transport is None:
-            return
         if self.response_chunked:
-            transport.writelines(http1.chunk(data))
+            self._write_pieces(http1.chunk(data))
         else:
-            transport.write(data)
+            self._write(data)
 
     def on_response_end(self, upstream: UpstreamConnection, reusable: bool) -> None:
         if self.response_chunked:
@@ -569,20 +567,42 @@ class ClientConnection(asyncio.Protocol):
         )
 
     def _write(self, data: bytes) -> None:
-        if self.transport is not None and not self.closed:
+        batch = self._batch
+        if batch is not None:
+            batch.append(data)
+        elif self.transport is not None and not self.closed:
             self.transport.write(data)
 
+    def _write_pieces(self, pieces: list[bytes]) -> None:
+        batch = self._batch
+        if batch is not None:
+            batch += pieces
+        elif self.transport is not None and not self.closed:
+            self.transport.writelines(pieces)
+
+    def begin_batch(self) -> None:
+        """Hold writes until end_batch: one TLS record and one send for head and body."""
+        self._batch = []
+
+    def end_batch(self) -> None:
+        batch, self._batch = self._batch, None
+        if batch and self.transport is not None and not self.closed:
+            self.transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
+
+    # One timer handle per connection, moved lazily: re-arming for every request would
+    # cost a heap push and a cancel each time.
     def _arm_timer(self, seconds: float) -> None:
         loop = asyncio.get_running_loop()
-        self._deadline = loop.time() + seconds
-        if self._timer is None:
-            self._timer = loop.call_at(self._deadline, self._on_timer)
+        self._deadline = deadline = loop.time() + seconds
+        timer = self._timer
+        if timer is not None and timer.when() > deadline:
+            timer.cancel()
+            timer = None
+        if timer is None:
+            self._timer = loop.call_at(deadline, self._on_timer)
 
     def _cancel_timer(self) -> None:
         self._deadline = 0.0
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -600,16 +620,24 @@ class ClientConnection(asyncio.Protocol):
     def close(self) -> None:
         if self.closed:
             return
+        if self._batch:
+            self.end_batch()  # what was written before the close still goes out
         self.closed = True
-        self._cancel_timer()
+        self._drop_timer()
         if self.transport is not None:
             self.transport.close()
 
     def _abort(self) -> None:
         self.closed = True
-        self._cancel_timer()
+        self._drop_timer()
         if self.transport is not None:
             self.transport.abort()
+
+    def _drop_timer(self) -> None:
+        self._deadline = 0.0
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def close_if_idle(self) -> None:
         """When stopping: a connection between requests is closed now."""
@@ -634,9 +662,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.upstream_eof = False
         self.closed = False
         self.keep_alive = False
-        self.idle_timer: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0
         self.last_active = 0.0
         self.timeout_timer: asyncio.TimerHandle | None = None
+        self.watching = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = t = cast(Transport, transport)
@@ -646,9 +675,6 @@ class UpstreamConnection(asyncio.Protocol):
 
     def attach(self, client: ClientConnection) -> None:
         self.client = client
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
         request = client.request
         self.reader.expect_response(head_request=request is not None and request.method == b"HEAD")
         self._watch_silence()
@@ -675,6 +701,13 @@ class UpstreamConnection(asyncio.Protocol):
         self._pump(client)
 
     def _pump(self, client: ClientConnection) -> None:
+        client.begin_batch()
+        try:
+            self._pump_events(client)
+        finally:
+            client.end_batch()
+
+    def _pump_events(self, client: ClientConnection) -> None:
         reader = self.reader
         try:
             while self.client is client and not self.tunnel:
@@ -721,10 +754,7 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.ready = False
-        self._stop_watch()
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
+        self._drop_watch()
         self.pool.forget(self)
         client, self.client = self.client, None
         if client is not None:
@@ -741,19 +771,25 @@ class UpstreamConnection(asyncio.Protocol):
             client.gate.resume(PEER_FULL)
 
     def close(self) -> None:
+        self._drop_watch()
         if not self.closed and self.transport is not None:
             self.closed = True
             self.transport.close()
 
-    # Upstream silence: one timer per exchange, re-armed from the time of the last data.
+    # Upstream silence: one timer handle kept across exchanges; it fires, looks at the time
+    # of the last data, and sleeps again if there was some.
     def _watch_silence(self) -> None:
-        timeout = self.pool.state.config.limits.upstream_timeout
+        self.watching = True
         self.last_active = time.monotonic()
-        loop = asyncio.get_running_loop()
         if self.timeout_timer is None:
-            self.timeout_timer = loop.call_later(timeout, self._on_silence)
+            timeout = self.pool.state.config.limits.upstream_timeout
+            self.timeout_timer = asyncio.get_running_loop().call_later(timeout, self._on_silence)
 
     def _stop_watch(self) -> None:
+        self.watching = False
+
+    def _drop_watch(self) -> None:
+        self.watching = False
         if self.timeout_timer is not None:
             self.timeout_timer.cancel()
             self.timeout_timer = None
@@ -763,7 +799,7 @@ class UpstreamConnection(asyncio.Protocol):
         timeout = self.pool.state.config.limits.upstream_timeout
         quiet_for = time.monotonic() - self.last_active
         client = self.client
-        if client is None or self.tunnel:
+        if not self.watching or client is None or self.tunnel:
             return
         if quiet_for < timeout:
             self.timeout_timer = asyncio.get_running_loop().call_later(
@@ -792,6 +828,7 @@ class UpstreamPool:
         self.state = state
         self.idle: dict[str, list[UpstreamConnection]] = {}
         self.pending: set[asyncio.Task[None]] = set()
+        self.sweeper: asyncio.TimerHandle | None = None
 
     def acquire(
         self,
@@ -807,11 +844,11 @@ class UpstreamPool:
             idle = self.idle.get(key)
             while idle:
                 connection = idle.pop()
-                if (
-                    connection.closed
-                    or connection.transport is None
-                    or connection.transport.is_closing()
-                ):
+                transport = connection.transport
+                if connection.closed or transport is None or transport.is_closing():
+                    continue
+                if time.monotonic() - connection.idle_since > UPSTREAM_IDLE_SECONDS:
+                    connection.close()
                     continue
                 connection.reused = True
                 client.upstream_ready(connection)
@@ -866,10 +903,25 @@ class UpstreamPool:
         if len(idle) >= MAX_IDLE_PER_UPSTREAM:
             connection.close()
             return
+        connection.idle_since = time.monotonic()
         idle.append(connection)
-        connection.idle_timer = asyncio.get_running_loop().call_later(
-            UPSTREAM_IDLE_SECONDS, connection.close
-        )
+        if self.sweeper is None:
+            self.sweeper = asyncio.get_running_loop().call_later(UPSTREAM_IDLE_SECONDS, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close connections idle too long; runs only while some are idle."""
+        self.sweeper = None
+        cutoff = time.monotonic() - UPSTREAM_IDLE_SECONDS
+        remaining = False
+        for idle in self.idle.values():
+            for connection in [c for c in idle if c.idle_since <= cutoff]:
+                idle.remove(connection)
+                connection.close()
+            remaining = remaining or bool(idle)
+        if remaining:
+            self.sweeper = asyncio.get_running_loop().call_later(
+                UPSTREAM_IDLE_SECONDS / 2, self._sweep
+            )
 
     def forget(self, connection: UpstreamConnection) -> None:
         idle = self.idle.get(connection.key)
@@ -881,6 +933,9 @@ class UpstreamPool:
             for connection in list(idle):
                 connection.close()
         self.idle.clear()
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+            self.sweeper = None
         for task in list(self.pending):
             task.cancel()
 
