@@ -103,7 +103,24 @@ BACKLOG = 2
 CONNECTING = 4
 
 
-class ClientConnection(asyncio.Protocol):
+class _FlowControlled(asyncio.Protocol):
+    """When this side's send buffer fills up, the other side stops reading until it drains."""
+
+    def _peer_gate(self) -> _ReadGate | None:
+        raise NotImplementedError
+
+    def pause_writing(self) -> None:
+        gate = self._peer_gate()
+        if gate is not None:
+            gate.pause(PEER_FULL)
+
+    def resume_writing(self) -> None:
+        gate = self._peer_gate()
+        if gate is not None:
+            gate.resume(PEER_FULL)
+
+
+class ClientConnection(_FlowControlled):
     """A client's (decrypted) connection: requests in, responses out, or a byte tunnel."""
 
     def __init__(self, state: ServerState) -> None:
@@ -209,15 +226,8 @@ class ClientConnection(asyncio.Protocol):
             upstream.client = None
             upstream.close()
 
-    def pause_writing(self) -> None:
-        upstream = self.upstream
-        if upstream is not None and upstream.gate is not None:
-            upstream.gate.pause(PEER_FULL)
-
-    def resume_writing(self) -> None:
-        upstream = self.upstream
-        if upstream is not None and upstream.gate is not None:
-            upstream.gate.resume(PEER_FULL)
+    def _peer_gate(self) -> _ReadGate | None:
+        return self.upstream.gate if self.upstream is not None else None
 
     # -- requests ----------------------------------------------------------------------
 
@@ -645,7 +655,7 @@ class ClientConnection(asyncio.Protocol):
             self.close()
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection(_FlowControlled):
     """A connection to an upstream, reused across requests through the pool."""
 
     def __init__(self, pool: UpstreamPool, key: str) -> None:
@@ -760,15 +770,8 @@ class UpstreamConnection(asyncio.Protocol):
         if client is not None:
             client.upstream_lost(self)
 
-    def pause_writing(self) -> None:
-        client = self.client
-        if client is not None and client.gate is not None:
-            client.gate.pause(PEER_FULL)
-
-    def resume_writing(self) -> None:
-        client = self.client
-        if client is not None and client.gate is not None:
-            client.gate.resume(PEER_FULL)
+    def _peer_gate(self) -> _ReadGate | None:
+        return self.client.gate if self.client is not None else None
 
     def close(self) -> None:
         self._drop_watch()

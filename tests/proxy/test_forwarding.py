@@ -27,6 +27,21 @@ def text_handler(text: str):
     return handler
 
 
+async def start_text_app(
+    *, text: str, ssl_context: ssl.SSLContext | None = None, unix_path: Path | None = None
+) -> web.AppRunner:
+    """An aiohttp app answering ``text`` on /, over TLS, plain TCP or a unix socket."""
+    app = web.Application()
+    app.router.add_get("/", text_handler(text))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    if unix_path is not None:
+        await web.UnixSite(runner, str(unix_path)).start()
+    else:
+        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context).start()
+    return runner
+
+
 def curl(h: Harness, url: str, *args: str) -> str:
     binary = require_tool("curl")
     return run(binary, "-sS", "--fail-with-body", "--cacert", h.ca_file, *args, url).stdout
@@ -257,16 +272,7 @@ def test_certificate_minted_on_demand_for_a_catch_all(harness: Harness) -> None:
 
 def test_unix_socket_upstream(harness: Harness, tmp_path: Path) -> None:
     socket_path = tmp_path / "app.sock"
-
-    async def start_unix() -> web.AppRunner:
-        app = web.Application()
-        app.router.add_get("/", text_handler("over unix"))
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.UnixSite(runner, str(socket_path)).start()
-        return runner
-
-    runner = harness.loop.run(start_unix())
+    runner = harness.loop.run(start_text_app(text="over unix", unix_path=socket_path))
     try:
         proxy = harness.start_proxy(f"unix:{socket_path}")
         assert curl(harness, f"https://localhost:{proxy.port}/") == "over unix"
@@ -276,16 +282,7 @@ def test_unix_socket_upstream(harness: Harness, tmp_path: Path) -> None:
 
 def test_https_upstream_verified_against_the_devtls_root(harness: Harness, local_ca) -> None:
     leaf = local_ca.issue("localhost", key_type="ecdsa")
-
-    async def start_tls() -> web.AppRunner:
-        app = web.Application()
-        app.router.add_get("/", text_handler("tls"))
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=leaf.server_context()).start()
-        return runner
-
-    runner = harness.loop.run(start_tls())
+    runner = harness.loop.run(start_text_app(text="tls", ssl_context=leaf.server_context()))
     try:
         port = runner.addresses[0][1]
         proxy = harness.start_proxy(f"https://localhost:{port}")
@@ -298,16 +295,7 @@ def test_untrusted_https_upstream_is_a_clear_502(harness: Harness) -> None:
     from devtls.ca import LocalCA
 
     stranger = LocalCA.ephemeral().issue("localhost", key_type="ecdsa")
-
-    async def start_tls() -> web.AppRunner:
-        app = web.Application()
-        app.router.add_get("/", text_handler("nope"))
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=stranger.server_context()).start()
-        return runner
-
-    runner = harness.loop.run(start_tls())
+    runner = harness.loop.run(start_text_app(text="nope", ssl_context=stranger.server_context()))
     try:
         proxy = harness.start_proxy(f"https://localhost:{runner.addresses[0][1]}")
         binary = require_tool("curl")
