@@ -42,6 +42,23 @@ class RunningServer:
         self.stopping.set()
 
 
+# Each client connection may need an upstream one too; nginx's worker_rlimit_nofile exists for
+# the same reason. macOS starts processes with a soft limit of 256.
+WANTED_OPEN_FILES = 65536
+
+
+def raise_open_file_limit() -> None:
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = WANTED_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, WANTED_OPEN_FILES)
+    if soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 def upstream_tls_context(ca: LocalCA | None) -> ssl.SSLContext:
     """For https:// upstreams: the OS trust (truststore) plus the devtls root."""
     import truststore
@@ -57,6 +74,7 @@ async def start(
 ) -> RunningServer:
     """Open every listener; raise DevtlsError (port in use, bad certificate) before serving."""
     loop = asyncio.get_running_loop()
+    raise_open_file_limit()
     servers: list[asyncio.Server] = []
     ca: LocalCA | None = None
     if config.cert_file is None:

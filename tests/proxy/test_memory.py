@@ -28,11 +28,13 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
     raise AssertionError(f"no {field} for {pid}")
 
 
-def start_devtls(h: Harness) -> tuple[subprocess.Popen[bytes], int]:
+def start_devtls(
+    h: Harness, upstream: str | None = None, *extra: str
+) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "devtls", "serve", str(h.upstream.port), "--quiet",
-         "--listen", f"127.0.0.1:{port}"],
+        [sys.executable, "-m", "devtls", "serve", upstream or str(h.upstream.port), "--quiet",
+         "--listen", f"127.0.0.1:{port}", *extra],
         env={**os.environ, "CAROOT": str(h.caroot)},
         stdout=subprocess.PIPE,
     )  # fmt: skip
