@@ -8,6 +8,7 @@ every loop is bounded in count and in time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import ssl
@@ -88,10 +89,8 @@ async def websocket_client(port: int, context: ssl.SSLContext, index: int, stats
 
 
 async def _closed(writer: asyncio.StreamWriter) -> None:
-    try:
+    with contextlib.suppress(ssl.SSLError, ConnectionError):
         await writer.wait_closed()
-    except (ssl.SSLError, ConnectionError):
-        pass
 
 
 async def soak(http_port: int, ws_port: int, context: ssl.SSLContext) -> dict:
