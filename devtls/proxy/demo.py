@@ -12,6 +12,7 @@ import base64
 import hashlib
 import html
 import struct
+from typing import cast
 
 from devtls.errors import ProtocolError
 from devtls.proxy import http1
@@ -70,8 +71,7 @@ class DemoProtocol(asyncio.Protocol):
         self.websocket: WebSocketEcho | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
     def data_received(self, data: bytes) -> None:
         if self.websocket is not None:

@@ -10,6 +10,7 @@ import signal
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import cast
 
 from devtls.ca import LocalCA
 from devtls.config import Address, ServeConfig, Upstream
@@ -218,8 +219,7 @@ class RedirectProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None

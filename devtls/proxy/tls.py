@@ -15,7 +15,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 log = logging.getLogger("devtls.tls")
 
@@ -56,8 +56,8 @@ class TLSServerProtocol(asyncio.Protocol):
     # -- TCP side ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports do not derive from asyncio.Transport, so no isinstance here.
+        self._transport = cast(asyncio.Transport, transport)
         self._extra = {
             "peername": transport.get_extra_info("peername"),
             "sockname": transport.get_extra_info("sockname"),
