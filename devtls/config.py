@@ -87,6 +87,8 @@ class Limits:
     handshake_timeout: float = 10.0
     # Slowloris: a request head must arrive within this time.
     head_timeout: float = 30.0
+    # The longest pause while a request body arrives (nginx's client_body_timeout).
+    body_timeout: float = 60.0
     # nginx's keepalive_timeout default.
     idle_timeout: float = 75.0
     upstream_connect_timeout: float = 10.0

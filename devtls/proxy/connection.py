@@ -190,9 +190,17 @@ class ClientConnection(_FlowControlled):
                 # --tcp: bytes that came with the handshake, before the upstream is open.
                 self.reader.feed(data)
             return
-        if self.request is None and self.reader.at_message_start:
-            # The first bytes of a new request: from now on the head must arrive in time.
-            self._arm_timer(self.state.config.limits.head_timeout)
+        request = self.request
+        if request is None:
+            if self.reader.at_message_start:
+                # The first bytes of a new request: from now on the head must arrive in time.
+                self._arm_timer(self.state.config.limits.head_timeout)
+        elif not self.request_done:
+            # A body is coming: the time allowed is counted from its last bytes, as nginx's
+            # client_body_timeout. Moving the deadline costs no timer operation.
+            self._deadline = (
+                asyncio.get_running_loop().time() + self.state.config.limits.body_timeout
+            )
         self.reader.feed(data)
         self._advance()
 
@@ -277,9 +285,13 @@ class ClientConnection(_FlowControlled):
                 if request.body is BodyKind.CHUNKED:
                     transport.write(http1.LAST_CHUNK)
                 self.request_done = True
+                self._cancel_timer()
 
     def _start_exchange(self, head: RequestHead) -> None:
-        self._cancel_timer()
+        if head.body is BodyKind.NONE:
+            self._cancel_timer()
+        else:
+            self._arm_timer(self.state.config.limits.body_timeout)
         self.request = head
         self.request_done = head.body is BodyKind.NONE
         self.response_status = 0
@@ -625,6 +637,8 @@ class ClientConnection(_FlowControlled):
             return
         if self.request is None and not self.reader.at_message_start:
             self._write(http1.simple_response(408, b"request head took too long\n", close=True))
+        elif self.request is not None and not self.response_status:
+            self._write(http1.simple_response(408, b"request body took too long\n", close=True))
         self.close()
 
     def close(self) -> None:
@@ -757,6 +771,9 @@ class UpstreamConnection(_FlowControlled):
                     return False
             return True
         if client is not None:
+            if client.response_status == 0 and not self.reader.buffered:
+                # Not a byte of a response: connection_lost decides between a retry and a 502.
+                return False
             self.reader.feed_eof()
             self._pump(client)
         return False

@@ -134,3 +134,84 @@ def test_connection_cap_refuses_gracefully(harness: Harness) -> None:
             tls.close()
     time.sleep(0.2)
     assert curl(harness, f"https://localhost:{proxy.port}/") == "root"
+
+
+def test_stalled_request_body_times_out_with_408(harness: Harness) -> None:
+    proxy = harness.start_proxy(str(harness.upstream.port), limits=("body_timeout=0.5",))
+    context = ssl.create_default_context(cafile=str(harness.ca_file))
+    with (
+        socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(b"POST /sha256 HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+        answer = tls.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 408 ")
+    assert curl(harness, f"https://localhost:{proxy.port}/") == "root"
+
+
+def test_upstream_restart_is_survived(harness: Harness) -> None:
+    """Pooled connections to an upstream that restarted are dead; requests still succeed."""
+    from aiohttp import web
+
+    from tests.proxy.test_forwarding import start_text_app
+
+    first = harness.loop.run(start_text_app(text="before"))
+    port = first.addresses[0][1]
+    proxy = harness.start_proxy(str(port))
+    for _ in range(3):
+        assert curl(harness, f"https://localhost:{proxy.port}/") == "before"
+    harness.loop.run(first.cleanup())
+
+    async def restart() -> web.AppRunner:
+        app = web.Application()
+
+        async def handler(request: web.Request) -> web.Response:
+            return web.Response(text="after")
+
+        app.router.add_get("/", handler)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port, reuse_address=True).start()
+        return runner
+
+    second = harness.loop.run(restart())
+    try:
+        for _ in range(3):
+            assert curl(harness, f"https://localhost:{proxy.port}/") == "after"
+    finally:
+        harness.loop.run(second.cleanup())
+
+
+def test_reused_connection_closed_by_upstream_retries_only_idempotent(harness: Harness) -> None:
+    """The keep-alive race: the upstream closes a pooled connection as it is reused."""
+    import asyncio
+
+    async def start_one_shot_server() -> asyncio.Server:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh")
+            await writer.drain()
+            # The next request on this connection is read and dropped: a close at the
+            # worst moment, as a server whose keep-alive timeout just ran out.
+            await reader.read(65536)
+            writer.transport.abort()
+
+        return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+    server = harness.loop.run(start_one_shot_server())
+    try:
+        proxy = harness.start_proxy(str(server.sockets[0].getsockname()[1]))
+        from tests.conftest import require_tool, run
+
+        binary = require_tool("curl")
+        for _ in range(3):  # each GET after the first meets a dying pooled connection
+            got = run(
+                binary, "-sS", "-i", "--cacert", harness.ca_file, f"https://localhost:{proxy.port}/"
+            )
+            assert got.stdout.endswith("fresh"), got.stdout
+        # A POST whose body went out cannot be sent twice: the client hears of the failure.
+        post = run(binary, "-sS", "--cacert", harness.ca_file, "-d", "data=1",
+                   f"https://localhost:{proxy.port}/", "-w", "%{http_code}")  # fmt: skip
+        assert post.stdout.endswith("502")
+    finally:
+        server.close()
