@@ -103,19 +103,13 @@ class LeafCert:
 
     def write_pem(self, cert_file: Path, key_file: Path | None) -> None:
         """Write the certificate (0644) and, if there is one, the key (0600), atomically."""
-        try:
-            if key_file is not None and self.key is not None:
-                _files.write_atomic(key_file, self.key_pem(), _files.SECRET_MODE)
-            _files.write_atomic(cert_file, self.cert_pem(), _files.PUBLIC_MODE)
-        except OSError as exc:
-            raise _write_error(exc) from None
+        if key_file is not None and self.key is not None:
+            _write(key_file, self.key_pem(), _files.SECRET_MODE)
+        _write(cert_file, self.cert_pem(), _files.PUBLIC_MODE)
 
     def write_pkcs12(self, p12_file: Path, *, legacy: bool = False) -> None:
         """Write the PKCS#12 file 0600: it holds the private key."""
-        try:
-            _files.write_atomic(p12_file, self.pkcs12(legacy=legacy), _files.SECRET_MODE)
-        except OSError as exc:
-            raise _write_error(exc) from None
+        _write(p12_file, self.pkcs12(legacy=legacy), _files.SECRET_MODE)
 
     def server_context(self) -> ssl.SSLContext:
         """A server SSLContext serving this leaf: TLS 1.2+, Mozilla intermediate suites."""
@@ -143,11 +137,14 @@ def server_tls_context() -> ssl.SSLContext:
     return context
 
 
-def _write_error(exc: OSError) -> IssueError:
-    return IssueError(
-        f"cannot write {exc.filename or 'the output file'}: {exc.strerror}",
-        "choose a folder you can write to (--cert-file/--key-file/--p12-file), or free space",
-    )
+def _write(path: Path, data: bytes, mode: int) -> None:
+    try:
+        _files.write_atomic(path, data, mode)
+    except OSError as exc:
+        raise IssueError(
+            f"cannot write {path}: {exc.strerror or exc}",
+            "choose a folder you can write to (--cert-file/--key-file/--p12-file), or free space",
+        ) from None
 
 
 def check_days(days: int | None) -> int:

@@ -120,3 +120,41 @@ def test_cli_module_holds_no_crypto_imports() -> None:
         env={**os.environ},
     ).stdout  # fmt: skip
     assert out.strip() == "False"
+
+
+FULL_DISK = """
+import resource, signal, sys
+from devtls.cli import main
+# A file-size limit makes every write past 600 bytes fail, as a full disk would.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (600, 600))
+sys.argv = ["devtls", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("ca_exists", [False, True])
+def test_full_disk_is_one_clear_error_and_leaves_nothing_half_written(
+    caroot: Path, chdir_tmp: Path, local_ca, ca_exists: bool
+) -> None:
+    if ca_exists:
+        caroot.mkdir(mode=0o700)
+        (caroot / "rootCA.pem").write_bytes(local_ca.cert_pem())
+        (caroot / "rootCA-key.pem").write_bytes(local_ca.key_pem())
+        (caroot / "rootCA-key.pem").chmod(0o600)
+    before = {p.name: p.read_bytes() for p in caroot.iterdir()} if ca_exists else {}
+    result = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, "cert", "localhost"],
+        capture_output=True, text=True, cwd=chdir_tmp, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    expected = "cannot write localhost-key.pem" if ca_exists else "cannot write the CA into"
+    assert expected in result.stderr
+    assert "File too large" in result.stderr
+    # No temporary or partial files anywhere, and an existing CA is untouched.
+    assert list(chdir_tmp.iterdir()) == []
+    if ca_exists:
+        assert {p.name: p.read_bytes() for p in caroot.iterdir()} == before
+    else:
+        assert not caroot.exists() or list(caroot.iterdir()) == []
