@@ -215,3 +215,41 @@ def test_reused_connection_closed_by_upstream_retries_only_idempotent(harness: H
         assert post.stdout.endswith("502")
     finally:
         server.close()
+
+
+def test_upstream_reset_mid_response_cuts_that_response_only(harness: Harness) -> None:
+    import asyncio
+    import struct
+
+    async def start_resetting_server() -> asyncio.Server:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000)
+            await writer.drain()
+            sock = writer.get_extra_info("socket")
+            # SO_LINGER 0: close() sends a TCP reset instead of a FIN.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+
+        return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+    server = harness.loop.run(start_resetting_server())
+    try:
+        proxy = harness.start_proxy(
+            str(server.sockets[0].getsockname()[1]),
+            routes=(f"ok.test={harness.upstream.port}",),
+        )
+        answer = exchange(harness, proxy.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        # The head and the bytes that came are passed on, then the connection is cut, so the
+        # client cannot mistake the truncated body for a whole one.
+        assert answer.startswith(b"HTTP/1.1 200 OK")
+        assert len(answer) < 1000000
+        ok = curl(
+            harness,
+            f"https://ok.test:{proxy.port}/",
+            "--resolve",
+            f"ok.test:{proxy.port}:127.0.0.1",
+        )
+        assert ok == "root"
+    finally:
+        server.close()
