@@ -33,7 +33,7 @@ _PAGE = """<!doctype html>
  #log {{ white-space: pre-wrap; background: #f7f7f7; padding: .5em; }}
 </style></head>
 <body>
-<h1 class="ok">&#x1F512; HTTPS works</h1>
+<h1 class="ok">HTTPS works</h1>
 <p>Your browser loaded this page over HTTPS without a warning, so it trusts the devtls CA.
 If you had to click through a warning, run <code>devtls install</code> and restart the browser.</p>
 <table>
@@ -51,7 +51,10 @@ const log = (t) => {{ document.getElementById("log").textContent += t + "\\n"; }
 const state = document.getElementById("state");
 const scheme = location.protocol === "https:" ? "wss://" : "ws://";
 const ws = new WebSocket(scheme + location.host + "/ws");
-ws.onopen = () => {{ state.textContent = "connected"; state.className = "ok"; }};
+ws.onopen = () => {{
+  state.textContent = "connected"; state.className = "ok";
+  ws.send("hello from the demo page");
+}};
 ws.onmessage = (e) => log("echo: " + e.data);
 ws.onclose = (e) => {{ state.textContent = "closed (" + e.code + ")"; state.className = ""; }};
 document.getElementById("send").onclick = () => ws.send(document.getElementById("msg").value);
