@@ -9,12 +9,15 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional, TypeVar
+from typing import TYPE_CHECKING, Annotated, Optional, TypeVar
 
 import typer
 
 from devtls import __version__
 from devtls.errors import DevtlsError
+
+if TYPE_CHECKING:
+    from devtls.trust import StoreOutcome
 
 app = typer.Typer(
     name="devtls",
@@ -141,6 +144,99 @@ def cert(
     for path in result.files:
         typer.echo(f"Wrote {path}")
     typer.echo(f"It is valid until {result.leaf.not_after:%Y-%m-%d %H:%M} UTC.")
+
+
+StoreOption = Annotated[
+    Optional[list[str]],  # noqa: UP045
+    typer.Option(
+        "--store", metavar="NAME", help="system, nss or java (repeatable). [default: all]"
+    ),
+]
+
+
+def _report(outcomes: list["StoreOutcome"]) -> None:
+    for outcome in outcomes:
+        line = f"{outcome.store}: {outcome.action}" + (
+            f" ({outcome.detail})" if outcome.detail else ""
+        )
+        if outcome.failed:
+            typer.echo(f"devtls: error: {line}", err=True)
+            continue
+        typer.echo(line)
+        if outcome.action == "would run":
+            for step in outcome.steps:
+                typer.echo(f"  {step}")
+    if any(o.failed for o in outcomes):
+        raise typer.Exit(1)
+
+
+@app.command()
+@reports_errors
+def install(
+    store: StoreOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the exact commands and changes only.")
+    ] = False,
+) -> None:
+    """Create the CA if missing and make the OS, browsers (NSS) and Java trust it."""
+    from devtls import trust
+
+    ca, created, outcomes = trust.install(tuple(store or ()), dry_run=dry_run)
+    if created:
+        verb = "would create" if dry_run else "created"
+        typer.echo(f"{verb} a new local CA in {ca.path}")
+    _report(outcomes)
+
+
+@app.command()
+@reports_errors
+def uninstall(
+    store: StoreOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the exact commands and changes only.")
+    ] = False,
+) -> None:
+    """Remove the root from the trust stores (the CA files stay)."""
+    from devtls import trust
+
+    _report(trust.uninstall(tuple(store or ()), dry_run=dry_run))
+
+
+@app.command()
+@reports_errors
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """The CA and, for each trust store, whether it trusts the CA."""
+    import json
+
+    from devtls import trust
+
+    report = trust.status()
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    typer.echo(f"CA:          {report['caroot']}")
+    typer.echo(f"subject:     {report['subject']}")
+    typer.echo(f"SHA-256:     {report['fingerprint_sha256']}")
+    typer.echo(f"expires:     {report['not_after']}")
+    for name, entry in report["stores"].items():
+        typer.echo(f"{name + ':':12} {entry['state']} ({entry['detail']})")
+
+
+@app.command()
+@reports_errors
+def env(
+    shell: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--shell", metavar="bash|zsh|fish|powershell", help="[default: from $SHELL]"),
+    ] = None,
+) -> None:
+    """Print the lines that make Node, Python, curl trust the CA: eval "$(devtls env)"."""
+    from devtls import trust
+
+    for line in trust.env_lines(shell):
+        typer.echo(line)
 
 
 @app.command()

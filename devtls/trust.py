@@ -1,0 +1,237 @@
+"""What ``install``, ``uninstall``, ``status`` and ``env`` do, across the trust stores."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import ssl
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devtls import _files
+from devtls.ca import CERT_FILE, LocalCA, resolve_caroot
+from devtls.errors import DevtlsError, UsageError
+from devtls.truststores import TrustStore, select
+
+BUNDLE_FILE = "devtls-bundle.pem"
+# Where the system's root bundle lives, in the order Go's crypto/x509 looks for it.
+SYSTEM_BUNDLES = (
+    "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu, Arch, Alpine
+    "/etc/pki/tls/certs/ca-bundle.crt",  # Fedora, RHEL
+    "/etc/ssl/ca-bundle.pem",  # openSUSE
+    "/etc/pki/tls/cacert.pem",  # OpenELEC
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",  # CentOS, RHEL 7
+    "/etc/ssl/cert.pem",  # macOS, Alpine
+)
+SHELLS = ("bash", "zsh", "fish", "powershell")
+
+
+@dataclass
+class StoreOutcome:
+    store: str
+    action: str  # installed, removed, already trusted, not there, skipped, failed, would run
+    detail: str = ""
+    steps: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return self.action == "failed"
+
+
+def _explicit(requested: tuple[str, ...]) -> bool:
+    return bool(requested) or bool(os.environ.get("TRUST_STORES"))
+
+
+def install(
+    requested: tuple[str, ...] = (), *, dry_run: bool = False, caroot: Path | None = None
+) -> tuple[LocalCA, bool, list[StoreOutcome]]:
+    """Create the CA if needed and make every selected store trust it."""
+    stores = select(requested)
+    if not dry_run:
+        ca, created = LocalCA.load_or_create(caroot)
+    elif _has_ca(caroot):
+        ca, created = LocalCA.load(caroot), False
+    else:
+        ca, created = _load_for_dry_run(caroot)
+    explicit = _explicit(requested)
+    return ca, created, [_apply(store, ca, "install", dry_run, explicit) for store in stores]
+
+
+def uninstall(
+    requested: tuple[str, ...] = (), *, dry_run: bool = False, caroot: Path | None = None
+) -> list[StoreOutcome]:
+    """Take the root out of the selected stores; the CA files stay."""
+    ca = LocalCA.load(caroot)
+    return [_apply(s, ca, "uninstall", dry_run, _explicit(requested)) for s in select(requested)]
+
+
+def _has_ca(caroot: Path | None) -> bool:
+    return ((caroot or resolve_caroot()) / CERT_FILE).exists()
+
+
+def _load_for_dry_run(caroot: Path | None) -> tuple[LocalCA, bool]:
+    # A dry run writes nothing, not even a new CA: plan with a throwaway one in its place.
+    ca = LocalCA.generate()
+    ca.path = caroot or resolve_caroot()
+    return ca, True
+
+
+def _apply(
+    store: TrustStore, ca: LocalCA, action: str, dry_run: bool, explicit: bool
+) -> StoreOutcome:
+    availability = store.available()
+    if not availability.available:
+        return StoreOutcome(store.name, "failed" if explicit else "skipped", availability.reason)
+    try:
+        if action == "install":
+            steps = store.plan_install(ca)
+            if not steps:
+                return StoreOutcome(store.name, "already trusted", availability.reason)
+            if dry_run:
+                return StoreOutcome(store.name, "would run", availability.reason, steps)
+            store.install(ca)
+            return StoreOutcome(store.name, "installed", availability.reason, steps)
+        steps = store.plan_uninstall(ca)
+        # Only the system store knows of copies that are not ours (mkcert's anchor file).
+        leftover: list[Path] = getattr(store, "other_copies", lambda _ca: [])(ca)
+        copies = ", ".join(map(str, leftover))
+        note = f"still trusted through {copies} (mkcert's copy)" if leftover else ""
+        if not steps:
+            return StoreOutcome(store.name, "not there", note or availability.reason)
+        if dry_run:
+            return StoreOutcome(store.name, "would run", availability.reason, steps)
+        store.uninstall(ca)
+        return StoreOutcome(store.name, "removed", note or availability.reason, steps)
+    except DevtlsError as exc:
+        return StoreOutcome(store.name, "failed", str(exc))
+
+
+# -- status ------------------------------------------------------------------------------
+
+
+def status(caroot: Path | None = None) -> dict[str, Any]:
+    """The CA and, per store, trusted / not trusted / unavailable, as ``status --json`` prints."""
+    ca = LocalCA.load(caroot)
+    stores: dict[str, dict[str, str]] = {}
+    for store in select(()):
+        availability = store.available()
+        if not availability.available:
+            stores[store.name] = {"state": "unavailable", "detail": availability.reason}
+            continue
+        try:
+            installed = store.is_installed(ca)
+        except DevtlsError as exc:
+            stores[store.name] = {"state": "unavailable", "detail": str(exc)}
+            continue
+        detail = availability.reason
+        if store.name == "system":
+            # The outcome, not the file: does the OS verifier accept a fresh leaf?
+            verified, why = verify_with_os(ca)
+            installed = verified
+            detail = f"{detail}; {why}"
+        elif store.name == "nss" and not installed:
+            missing: list[str] = getattr(store, "missing_from", lambda _ca: [])(ca)
+            if missing:
+                detail = f"missing from {', '.join(missing)}"
+        stores[store.name] = {"state": "trusted" if installed else "not trusted", "detail": detail}
+    return {
+        "caroot": str(ca.path),
+        "subject": ca.subject,
+        "fingerprint_sha256": ca.fingerprint_sha256,
+        "not_after": ca.not_after.isoformat(),
+        "stores": stores,
+    }
+
+
+def verify_with_os(ca: LocalCA) -> tuple[bool, str]:
+    """Handshake in memory: a new leaf from this CA against the OS verifier (truststore)."""
+    import truststore
+
+    leaf = ca.issue("localhost", key_type="ecdsa", days=1)
+    server = leaf.server_context()
+    client = truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client_side = client.wrap_bio(to_client, to_server, server_hostname="localhost")
+    server_side = server.wrap_bio(to_server, to_client, server_side=True)
+    try:
+        for _ in range(8):
+            for side in (client_side, server_side):
+                with contextlib.suppress(ssl.SSLWantReadError):
+                    side.do_handshake()
+            if client_side.version() is not None and server_side.version() is not None:
+                break
+        client_side.do_handshake()
+    except ssl.SSLCertVerificationError as exc:
+        return False, f"the OS verifier rejects a fresh leaf: {exc.verify_message or exc}"
+    except ssl.SSLError as exc:
+        return False, f"the OS verifier rejects a fresh leaf: {exc.reason or exc}"
+    return True, "a fresh leaf verifies with the OS verifier"
+
+
+# -- env ----------------------------------------------------------------------------------
+
+
+def default_shell() -> str:
+    if sys.platform == "win32":
+        return "powershell"
+    name = Path(os.environ.get("SHELL", "bash")).name
+    return name if name in SHELLS else "bash"
+
+
+def system_roots() -> bytes:
+    """The system's root bundle as PEM (the file where there is one, else what ssl loads)."""
+    for candidate in SYSTEM_BUNDLES:
+        with contextlib.suppress(OSError):
+            data = Path(candidate).read_bytes()
+            if b"BEGIN CERTIFICATE" in data:
+                return data
+    context = ssl.create_default_context()
+    return "".join(
+        ssl.DER_cert_to_PEM_cert(der) for der in context.get_ca_certs(binary_form=True)
+    ).encode()
+
+
+def write_bundle(ca: LocalCA) -> Path:
+    """System roots plus the devtls root, next to the CA; rewritten only when it changed."""
+    assert ca.path is not None
+    bundle = ca.path / BUNDLE_FILE
+    roots = system_roots()
+    root_pem = ca.cert_pem()
+    content = roots if root_pem.strip() in roots else roots.rstrip(b"\n") + b"\n" + root_pem
+    try:
+        current = bundle.read_bytes()
+    except OSError:
+        current = None
+    if current != content:
+        _files.write_atomic(bundle, content, _files.PUBLIC_MODE)
+    return bundle
+
+
+def env_lines(shell: str | None = None, caroot: Path | None = None) -> list[str]:
+    shell = shell or default_shell()
+    if shell not in SHELLS:
+        raise UsageError(f"unknown shell {shell!r}", "use bash, zsh, fish or powershell")
+    ca = LocalCA.load(caroot)
+    assert ca.path is not None
+    bundle = write_bundle(ca)
+    variables = {
+        # Node adds these to its own roots, so the devtls root alone is right here.
+        "NODE_EXTRA_CA_CERTS": str(ca.path / CERT_FILE),
+        # OpenSSL-based tools (Python's ssl, curl, Ruby) and requests replace their roots with
+        # this file, so it holds the system roots too.
+        "SSL_CERT_FILE": str(bundle),
+        "REQUESTS_CA_BUNDLE": str(bundle),
+    }
+    return [_export(shell, name, value) for name, value in variables.items()]
+
+
+def _export(shell: str, name: str, value: str) -> str:
+    if shell == "fish":
+        escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+        return f"set -gx {name} '{escaped}';"
+    if shell == "powershell":
+        return f"$Env:{name} = '{value.replace(chr(39), chr(39) * 2)}'"
+    return f"export {name}={shlex.quote(value)}"

@@ -1,0 +1,75 @@
+"""The macOS system store: the user's login keychain, trusted for SSL (``security`` tool).
+
+Untested on real machines so far: the commands are checked against a recorded runner.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from devtls.ca import CERT_FILE, LocalCA
+from devtls.errors import TrustStoreError
+from devtls.truststores.base import Availability, Runner, describe, run_command
+
+
+class MacOSSystemStore:
+    name = "system"
+
+    def __init__(self, runner: Runner = run_command, home: Path | None = None) -> None:
+        self.runner = runner
+        self.keychain = (home or Path.home()) / "Library" / "Keychains" / "login.keychain-db"
+
+    def available(self) -> Availability:
+        return Availability(True, f"login keychain {self.keychain}")
+
+    def _sha1(self, ca: LocalCA) -> str:
+        from cryptography.hazmat.primitives import hashes
+
+        return ca.cert.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303 - keychain's id
+
+    def is_installed(self, ca: LocalCA) -> bool:
+        code, output = self.runner(
+            ["security", "find-certificate", "-a", "-Z", str(self.keychain)], None
+        )
+        return code == 0 and self._sha1(ca) in output.upper()
+
+    def _add(self, ca: LocalCA) -> list[str]:
+        # -r trustRoot with the SSL and basic X.509 policies: what browsers and curl check.
+        return [
+            "security", "add-trusted-cert", "-r", "trustRoot", "-p", "ssl", "-p", "basic",
+            "-k", str(self.keychain), str(_ca_file(ca)),
+        ]  # fmt: skip
+
+    def _remove(self, ca: LocalCA) -> list[list[str]]:
+        return [
+            ["security", "remove-trusted-cert", str(_ca_file(ca))],
+            ["security", "delete-certificate", "-Z", self._sha1(ca), str(self.keychain)],
+        ]
+
+    def plan_install(self, ca: LocalCA) -> list[str]:
+        return [] if self.is_installed(ca) else [describe(self._add(ca))]
+
+    def install(self, ca: LocalCA) -> None:
+        if not self.is_installed(ca):
+            _check(self.runner, self._add(ca))
+
+    def plan_uninstall(self, ca: LocalCA) -> list[str]:
+        return [describe(c) for c in self._remove(ca)] if self.is_installed(ca) else []
+
+    def uninstall(self, ca: LocalCA) -> None:
+        if self.is_installed(ca):
+            for command in self._remove(ca):
+                _check(self.runner, command)
+
+
+def _ca_file(ca: LocalCA) -> Path:
+    if ca.path is None:
+        raise TrustStoreError("this CA has no folder", "install a CA loaded from CAROOT")
+    return ca.path / CERT_FILE
+
+
+def _check(runner: Runner, args: list[str]) -> None:
+    code, output = runner(args, None)
+    if code != 0:
+        last = output.strip().splitlines()[-1] if output.strip() else f"exit status {code}"
+        raise TrustStoreError(f"{describe(args)} failed: {last}")
