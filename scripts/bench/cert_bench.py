@@ -30,6 +30,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         env = {**os.environ, "CAROOT": str(workdir / "ca")}
+        # Python must be allowed to cache compiled modules, as it does on a user's machine;
+        # the warm-up runs write the caches of an editable install.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         # mkcert makes the CA (RSA 3072); both tools then load the very same files.
         subprocess.run(["mkcert", "warmup.test"], cwd=workdir, env=env, check=True,
                        capture_output=True)  # fmt: skip

@@ -84,3 +84,44 @@ def test_store_selection(monkeypatch: pytest.MonkeyPatch) -> None:
     assert [s.name for s in select(())] == ["nss", "java"]
     with pytest.raises(UsageError, match="unknown trust store"):
         select(["keychain"])
+
+
+def test_linux_failed_update_rolls_back_the_anchor(
+    ca: LocalCA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failing update command must not leave an anchor behind (a half-installed root)."""
+    import os
+
+    from devtls.truststores.system_linux import LinuxSystemStore
+
+    monkeypatch.setattr(os, "geteuid", lambda: 0)  # the folder is ours; act as root would
+
+    root = tmp_path / "fs"
+    anchors = root / "usr" / "local" / "share" / "ca-certificates"
+    anchors.mkdir(parents=True)
+    failing = Recorder({"update-ca-certificates": (1, "run-parts: failed\n")})
+    store = LinuxSystemStore(failing, root=root)
+    assert store.available().available
+    with pytest.raises(TrustStoreError, match="run-parts: failed"):
+        store.install(ca)
+    assert list(anchors.iterdir()) == []
+    # The update ran again after the anchor was removed, to undo whatever it had done.
+    assert [c[-1] for c in failing.calls].count("update-ca-certificates") == 2
+
+
+def test_linux_family_detection(tmp_path: Path) -> None:
+    from devtls.truststores.system_linux import LinuxSystemStore
+
+    for folder, name in (
+        ("etc/pki/ca-trust/source/anchors", "RHEL/Fedora"),
+        ("etc/ca-certificates/trust-source/anchors", "Arch"),
+        ("usr/share/pki/trust/anchors", "openSUSE"),
+    ):
+        root = tmp_path / name.replace("/", "-")
+        (root / folder).mkdir(parents=True)
+        store = LinuxSystemStore(Recorder(), root=root)
+        assert store.family is not None
+        assert store.family.name == name
+    empty = LinuxSystemStore(Recorder(), root=tmp_path / "none")
+    assert not empty.available().available
+    assert "unknown Linux distribution" in empty.available().reason
