@@ -664,8 +664,14 @@ class ClientConnection(_FlowControlled):
             self._timer = None
 
     def close_if_idle(self) -> None:
-        """When stopping: a connection between requests is closed now."""
-        if self.request is None and not self.tunnel and self.reader.at_message_start:
+        """When stopping: a connection between requests, or a tunnel, is closed now.
+
+        Tunnels (WebSockets, --tcp) live as long as their apps; waiting for them would only
+        delay every stop by the drain timeout.
+        """
+        if self.tunnel or (self.request is None and self.reader.at_message_start):
+            if self.tunnel and self.upstream is not None:
+                self.upstream.close()
             self.close()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -184,3 +185,29 @@ def test_bad_settings_are_one_line_exit_2(
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1, result.stderr
     assert words in result.stderr
+
+
+def test_sigterm_with_an_open_websocket_exits_at_once(session_ca_dir: Path) -> None:
+    import asyncio
+    import ssl
+
+    import websockets
+
+    port = free_port()
+    with serving("--listen", f"127.0.0.1:{port}", caroot=session_ca_dir) as (process, _lines):
+        context = ssl.create_default_context(cafile=str(session_ca_dir / "rootCA.pem"))
+
+        async def hold_socket() -> float:
+            async with websockets.connect(f"wss://localhost:{port}/ws", ssl=context) as ws:
+                await ws.send("hi")
+                await ws.recv()
+                process.send_signal(signal.SIGTERM)
+                started = time.monotonic()
+                with contextlib.suppress(websockets.ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), 10)
+                return time.monotonic() - started
+
+        closed_after = asyncio.run(hold_socket())
+        assert process.wait(10) == 0
+        # Well below the 10 s drain timeout: tunnels are not waited for.
+        assert closed_after < 5
