@@ -302,6 +302,78 @@ def serve(
             "--limit", metavar="NAME=VALUE", help="Override a timeout or limit (see README)."
         ),
     ] = None,
+    acme: Annotated[
+        Optional[bool],  # noqa: UP045
+        typer.Option(
+            "--acme",
+            show_default=False,
+            help="Certificates from an ACME CA (Let's Encrypt) for the route hosts.",
+        ),
+    ] = None,
+    acme_directory: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--acme-directory",
+            metavar="URL",
+            help="ACME v2 directory; 'staging' is Let's Encrypt staging.",
+        ),
+    ] = None,
+    acme_host: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(
+            "--acme-host",
+            metavar="NAME",
+            help="Allow-list: only these names are ordered. [default: route hosts]",
+        ),
+    ] = None,
+    acme_email: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--acme-email",
+            metavar="ADDR",
+            help="Account contact.",
+        ),
+    ] = None,
+    acme_agree_tos: Annotated[
+        Optional[bool],  # noqa: UP045
+        typer.Option(
+            "--acme-agree-tos",
+            show_default=False,
+            help="Agree to the ACME CA's terms of service.",
+        ),
+    ] = None,
+    acme_http: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--acme-http",
+            metavar="ADDR",
+            help="Where http-01 is answered. [default: --redirect-http, else :80]",
+        ),
+    ] = None,
+    acme_key_type: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--acme-key-type",
+            metavar="rsa|ecdsa",
+            help="Key type of ordered certificates. [default: ecdsa]",
+        ),
+    ] = None,
+    acme_cache: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--acme-cache",
+            metavar="DIR",
+            help="Account key and certificates. [default: user cache dir]",
+        ),
+    ] = None,
+    acme_challenge: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--acme-challenge",
+            metavar="http-01|tls-alpn-01",
+            help="Challenge to answer. [default: http-01]",
+        ),
+    ] = None,
 ) -> None:
     """Forward https/wss to a local http/ws app, with certificates from the local CA."""
     from devtls.config import ServeOptions, build_config
@@ -320,6 +392,15 @@ def serve(
             quiet=quiet,
             limits=tuple(limit or ()),
             config_file=config_file,
+            acme=acme,
+            acme_directory=acme_directory,
+            acme_hosts=tuple(acme_host or ()),
+            acme_email=acme_email,
+            acme_agree_tos=acme_agree_tos,
+            acme_http=acme_http,
+            acme_key_type=acme_key_type,
+            acme_cache=acme_cache,
+            acme_challenge=acme_challenge,
         )
     )
     raise typer.Exit(serve_forever(config))

@@ -112,6 +112,28 @@ class Limits:
                 )
 
 
+LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+LETS_ENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
+CHALLENGES = ("http-01", "tls-alpn-01")
+
+
+@dataclass(frozen=True)
+class AcmeSettings:
+    """Certificates from an ACME CA (RFC 8555) instead of the local CA."""
+
+    directory: str = LETS_ENCRYPT
+    hosts: tuple[str, ...] = ()  # the allow-list: no other name is ever ordered
+    email: str | None = None
+    agree_tos: bool = False
+    http: Address = field(default_factory=lambda: Address("", 80))
+    key_type: Literal["rsa", "ecdsa"] = "ecdsa"
+    cache: Path | None = None
+    challenge: Literal["http-01", "tls-alpn-01"] = "http-01"
+    # Renew when this fraction of the lifetime has passed (Let's Encrypt advises two thirds).
+    renew_fraction: float = 2 / 3
+    check_interval: float = 3600.0
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     listen: Address = field(default_factory=lambda: parse_address(DEFAULT_LISTEN))
@@ -124,6 +146,7 @@ class ServeConfig:
     tcp: bool = False
     quiet: bool = False
     limits: Limits = field(default_factory=Limits)
+    acme: AcmeSettings | None = None
 
     @property
     def demo(self) -> bool:
@@ -274,6 +297,20 @@ _TOML_KEYS = {
     "tcp",
     "quiet",
     "limits",
+    "acme",
+}
+_ACME_KEYS = {
+    "enabled",
+    "directory",
+    "hosts",
+    "email",
+    "agree_tos",
+    "http",
+    "key_type",
+    "cache",
+    "challenge",
+    "renew_fraction",
+    "check_interval",
 }
 
 
@@ -314,6 +351,15 @@ class ServeOptions:
     quiet: bool | None = None
     limits: tuple[str, ...] = ()
     config_file: Path | None = None
+    acme: bool | None = None
+    acme_directory: str | None = None
+    acme_hosts: tuple[str, ...] = ()
+    acme_email: str | None = None
+    acme_agree_tos: bool | None = None
+    acme_http: str | None = None
+    acme_key_type: str | None = None
+    acme_cache: Path | None = None
+    acme_challenge: str | None = None
 
 
 def build_config(options: ServeOptions, cwd: Path | None = None) -> ServeConfig:
@@ -371,4 +417,74 @@ def build_config(options: ServeOptions, cwd: Path | None = None) -> ServeConfig:
     )
     if config.tcp and config.demo:
         raise ConfigError("--tcp needs an UPSTREAM", "e.g. devtls serve --tcp 5432")
+    acme_table = file_data.get("acme") or {}
+    if not isinstance(acme_table, dict):
+        raise ConfigError(f"{config_file}: acme must be a table")
+    unknown = set(acme_table) - _ACME_KEYS
+    if unknown:
+        raise ConfigError(
+            f"{config_file}: unknown acme setting {sorted(unknown)[0]!r}",
+            "known: " + ", ".join(sorted(_ACME_KEYS)),
+        )
+    if options.acme or (options.acme is None and acme_table.get("enabled")):
+        if config.cert_file is not None:
+            raise ConfigError("--acme and --cert cannot be used together", "choose one")
+        config = replace(config, acme=_acme_settings(options, acme_table, config))
     return config
+
+
+def _acme_settings(
+    options: ServeOptions, table: dict[str, Any], config: ServeConfig
+) -> AcmeSettings:
+    def pick(flag: Any, key: str) -> Any:
+        return flag if flag is not None and flag != () else table.get(key)
+
+    directory = str(pick(options.acme_directory, "directory") or LETS_ENCRYPT)
+    if directory == "staging":
+        directory = LETS_ENCRYPT_STAGING
+    if not directory.startswith("https://"):
+        raise ConfigError(f"--acme-directory {directory!r} is not an https:// URL")
+    hosts = tuple(str(h).lower() for h in pick(options.acme_hosts, "hosts") or ())
+    if not hosts:
+        hosts = tuple(r.host for r in config.routes if r.host and "*" not in r.host)
+    if not hosts:
+        raise ConfigError(
+            "--acme has no host names to order certificates for",
+            "add --route HOST=UPSTREAM or --acme-host NAME",
+        )
+    for host in hosts:
+        try:
+            name = parse_name(host)
+        except UsageError as exc:
+            raise ConfigError(f"--acme-host {host!r}: {exc}") from None
+        if name.kind is not NameKind.DNS or "*" in host:
+            raise ConfigError(f"--acme-host {host!r} must be a DNS name without wildcards")
+    http_text = pick(options.acme_http, "http")
+    if http_text is not None:
+        http = parse_address(str(http_text), "--acme-http")
+    else:
+        http = config.redirect_http or Address("", 80)
+    key_type = str(pick(options.acme_key_type, "key_type") or "ecdsa")
+    if key_type not in ("rsa", "ecdsa"):
+        raise ConfigError(f"--acme-key-type {key_type!r}", "use rsa or ecdsa")
+    challenge = str(pick(options.acme_challenge, "challenge") or "http-01")
+    if challenge not in CHALLENGES:
+        raise ConfigError(f"--acme-challenge {challenge!r}", "use http-01 or tls-alpn-01")
+    cache = pick(options.acme_cache, "cache")
+    renew_fraction = float(table.get("renew_fraction", 2 / 3))
+    check_interval = float(table.get("check_interval", 3600.0))
+    if not 0 <= renew_fraction < 1 or check_interval <= 0:
+        raise ConfigError("acme renew_fraction must be in [0, 1) and check_interval positive")
+    email = pick(options.acme_email, "email")
+    return AcmeSettings(
+        directory=directory,
+        hosts=hosts,
+        email=str(email) if email else None,
+        agree_tos=bool(pick(options.acme_agree_tos, "agree_tos")),
+        http=http,
+        key_type=key_type,  # type: ignore[arg-type] # checked above
+        cache=Path(cache) if cache else None,
+        challenge=challenge,  # type: ignore[arg-type] # checked above
+        renew_fraction=renew_fraction,
+        check_interval=check_interval,
+    )

@@ -113,14 +113,7 @@ class LeafCert:
 
     def server_context(self) -> ssl.SSLContext:
         """A server SSLContext serving this leaf: TLS 1.2+, Mozilla intermediate suites."""
-        context = server_tls_context()
-        with tempfile.TemporaryDirectory(prefix="devtls-") as tmp:
-            # The ssl module loads keys only from files; the folder is private to this user.
-            cert_file, key_file = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
-            _files.write_atomic(cert_file, self.cert_pem(), _files.PUBLIC_MODE)
-            _files.write_atomic(key_file, self.key_pem(), _files.SECRET_MODE)
-            context.load_cert_chain(cert_file, key_file)
-        return context
+        return server_context_from_pem(self.cert_pem(), self.key_pem())
 
     def _key(self) -> LeafKey:
         if self.key is None:
@@ -137,6 +130,18 @@ def server_tls_context() -> ssl.SSLContext:
     context.options |= (
         ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
     )
+    return context
+
+
+def server_context_from_pem(chain_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
+    """A server context (devtls's TLS profile) for a PEM chain and key held in memory."""
+    context = server_tls_context()
+    with tempfile.TemporaryDirectory(prefix="devtls-") as tmp:
+        # The ssl module loads keys only from files; the folder is private to this user.
+        cert_file, key_file = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+        _files.write_atomic(cert_file, chain_pem, _files.PUBLIC_MODE)
+        _files.write_atomic(key_file, key_pem, _files.SECRET_MODE)
+        context.load_cert_chain(cert_file, key_file)
     return context
 
 

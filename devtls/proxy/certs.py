@@ -7,6 +7,7 @@ import ssl
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from devtls.ca import LocalCA
 from devtls.errors import ConfigError, UsageError
@@ -27,6 +28,10 @@ def set_alpn(context: ssl.SSLContext, tcp: bool) -> None:
     context.set_alpn_protocols(["h2", "http/1.1"] if tcp else ["http/1.1"])
 
 
+class AcmeContexts(Protocol):
+    def context_for(self, server_name: str | None) -> ssl.SSLContext | None: ...
+
+
 class CertificateSource:
     """The default context (minted at start, or the user's files) and on-demand leaves."""
 
@@ -39,8 +44,10 @@ class CertificateSource:
         key_file: Path | None = None,
         may_mint: Callable[[str], bool] = lambda _name: False,
         tcp: bool = False,
+        acme: AcmeContexts | None = None,
     ) -> None:
         self._ca = ca
+        self._acme = acme
         self._may_mint = may_mint
         self._tcp = tcp
         self._minted: OrderedDict[str, ssl.SSLContext] = OrderedDict()
@@ -59,6 +66,11 @@ class CertificateSource:
 
     def _on_sni(self, sslobj: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
         setattr(sslobj, SNI_ATTRIBUTE, server_name)
+        if self._acme is not None:
+            acme_context = self._acme.context_for(server_name)
+            if acme_context is not None:
+                sslobj.context = acme_context
+                return
         if server_name is None or self._ca is None or self._covers(server_name):
             return
         context = self._context_for(server_name)

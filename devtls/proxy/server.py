@@ -10,7 +10,7 @@ import signal
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from devtls.ca import LocalCA
 from devtls.config import Address, ServeConfig, Upstream
@@ -21,6 +21,9 @@ from devtls.proxy.connection import ClientConnection, ServerState, print_line
 from devtls.proxy.demo import start_demo_server
 from devtls.proxy.routes import Router, host_without_port
 from devtls.proxy.tls import TLSServerProtocol
+
+if TYPE_CHECKING:
+    from devtls.proxy.acme import AcmeManager
 
 log = logging.getLogger("devtls")
 
@@ -38,6 +41,7 @@ class RunningServer:
     port: int
     banner: list[str]
     stopping: asyncio.Event
+    acme: AcmeManager | None = None
 
     def stop(self) -> None:
         self.stopping.set()
@@ -90,6 +94,7 @@ async def start(
             config, upstream=Upstream("http", "127.0.0.1", demo_port, wants_tls_info=True)
         )
     router = Router(config.routes, config.upstream)
+    acme = _acme_manager(config, ca, write_log)
     certs = CertificateSource(
         names=config.certificate_names(),
         ca=ca,
@@ -97,6 +102,7 @@ async def start(
         key_file=config.key_file,
         may_mint=router.serves_host,
         tcp=config.tcp,
+        acme=acme,
     )
     needs_upstream_tls = any(
         u.scheme == "https" for u in [config.upstream, *(r.upstream for r in config.routes)] if u
@@ -120,6 +126,7 @@ async def start(
             handshake_timeout=config.limits.handshake_timeout,
             plain_http_answer=lambda data: _plain_http_on_tls_port(data, port),
             on_handshake_error=on_handshake_error,
+            challenges=acme,
         )
 
     try:
@@ -129,13 +136,47 @@ async def start(
         state.listen_port = port
         if config.redirect_http is not None:
             servers.append(
-                await _listen(loop, lambda: RedirectProtocol(port), config.redirect_http)
+                await _listen(loop, lambda: RedirectProtocol(port, acme), config.redirect_http)
             )
+        if (
+            acme is not None
+            and acme.settings.challenge == "http-01"
+            and acme.settings.http != config.redirect_http
+        ):
+            # http-01 is answered on port 80 (or --acme-http); everything else there is
+            # redirected to https, as certbot's standalone mode and Caddy do.
+            servers.append(
+                await _listen(loop, lambda: RedirectProtocol(port, acme), acme.settings.http)
+            )
+        if acme is not None:
+            await acme.start()
     except BaseException:
         for server in servers:
             server.close()
         raise
-    return RunningServer(state, servers, port, _banner(banner_config, port), asyncio.Event())
+    banner = _banner(banner_config, port)
+    if acme is not None:
+        hosts = ", ".join(acme.settings.hosts)
+        banner.append(f"devtls: acme: certificates for {hosts} from {acme.settings.directory}")
+    return RunningServer(state, servers, port, banner, asyncio.Event(), acme)
+
+
+def _acme_manager(
+    config: ServeConfig, ca: LocalCA | None, write_log: Callable[[str], None]
+) -> AcmeManager | None:
+    if config.acme is None:
+        return None
+    try:
+        from devtls.proxy.acme import AcmeManager
+    except ImportError:
+        raise DevtlsError(
+            "--acme needs the acme package", "install it: pip install 'devtls[acme]'"
+        ) from None
+    # The ACME server is reached with the OS roots plus the devtls root (a local test CA).
+    from devtls.trust import write_bundle
+
+    verify: str | bool = str(write_bundle(ca)) if ca is not None else True
+    return AcmeManager(config.acme, verify=verify, write_log=write_log)
 
 
 async def _listen(
@@ -213,8 +254,9 @@ def _redirect(head: http1.RequestHead, port: int) -> bytes:
 class RedirectProtocol(asyncio.Protocol):
     """The plain-HTTP listener of --redirect-http: every request gets a permanent redirect."""
 
-    def __init__(self, tls_port: int) -> None:
+    def __init__(self, tls_port: int, acme: AcmeManager | None = None) -> None:
         self.tls_port = tls_port
+        self.acme = acme
         self.reader = http1.RequestReader()
         self.transport: asyncio.Transport | None = None
 
@@ -235,7 +277,10 @@ class RedirectProtocol(asyncio.Protocol):
         if head is None:
             return
         assert isinstance(head, http1.RequestHead)
-        if not head.host:
+        answer = self.acme.http01_answer(head.target.decode("latin-1")) if self.acme else None
+        if answer is not None:
+            self.transport.write(http1.simple_response(200, answer, close=True))
+        elif not head.host:
             self.transport.write(
                 http1.simple_response(400, b"a Host header is needed\n", close=True)
             )
@@ -286,6 +331,8 @@ async def shutdown(running: RunningServer) -> None:
     for connection in list(state.connections):
         connection._abort()
     state.pool.close_all()
+    if running.acme is not None:
+        await running.acme.stop()
 
 
 def serve_forever(config: ServeConfig) -> int:

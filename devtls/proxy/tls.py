@@ -15,7 +15,10 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, Protocol, cast
+
+from devtls.errors import ProtocolError
+from devtls.proxy.clienthello import parse_client_hello
 
 log = logging.getLogger("devtls.tls")
 
@@ -24,6 +27,14 @@ log = logging.getLogger("devtls.tls")
 READ_CHUNK = 64 * 1024
 # Bytes on the TLS port that start like an HTTP request get a helpful plain-HTTP answer.
 _HTTP_METHOD_STARTS = (b"GET ", b"HEAD", b"POST", b"PUT ", b"DELE", b"OPTI", b"PATC", b"CONN")
+
+
+class AlpnChallenges(Protocol):
+    alpn_contexts: dict[str, ssl.SSLContext]
+
+    def alpn_challenge(
+        self, server_name: str | None, alpn: tuple[bytes, ...]
+    ) -> ssl.SSLContext | None: ...
 
 
 class TLSServerProtocol(asyncio.Protocol):
@@ -35,7 +46,10 @@ class TLSServerProtocol(asyncio.Protocol):
         handshake_timeout: float,
         plain_http_answer: Callable[[bytes], bytes] | None = None,
         on_handshake_error: Callable[[str], None] | None = None,
+        challenges: AlpnChallenges | None = None,
     ) -> None:
+        self._challenges = challenges
+        self._hello = bytearray()
         self._context = context
         self._app_factory = app_factory
         self._handshake_timeout = handshake_timeout
@@ -75,6 +89,17 @@ class TLSServerProtocol(asyncio.Protocol):
             self._seen_bytes = True
             if data[:1] != b"\x16":  # every TLS connection starts with a handshake record
                 self._refuse_non_tls(data)
+                return
+            challenges = self._challenges
+            if challenges is not None and challenges.alpn_contexts:
+                self._hello += data
+        elif self._hello:
+            self._hello += data
+        if self._hello:
+            # An ACME tls-alpn-01 validation is told apart by its ClientHello (ALPN acme-tls/1)
+            # before OpenSSL sees it; only while such a challenge is pending.
+            data = self._choose_challenge_context()
+            if not data:
                 return
         self._incoming.write(data)
         if self._app is None:
@@ -202,6 +227,24 @@ class TLSServerProtocol(asyncio.Protocol):
         return self._extra.get(name, default)
 
     # -- internals -------------------------------------------------------------------------
+
+    def _choose_challenge_context(self) -> bytes:
+        """The buffered hello bytes once the hello is complete (b"" while it is not)."""
+        assert self._challenges is not None
+        assert self._ssl is not None
+        try:
+            hello = parse_client_hello(bytes(self._hello))
+        except ProtocolError:
+            hello = None  # not ours to judge: OpenSSL will refuse it
+        else:
+            if hello is None:
+                return b""
+        data, self._hello = bytes(self._hello), bytearray()
+        if hello is not None:
+            context = self._challenges.alpn_challenge(hello.server_name, hello.alpn)
+            if context is not None:
+                self._ssl.context = context
+        return data
 
     def _flush(self) -> None:
         if self._outgoing.pending and self._transport is not None:
