@@ -47,7 +47,9 @@ class Pebble:
 
 
 @pytest.fixture
-def pebble(tmp_path: Path, session_ca_dir: Path) -> Iterator[Pebble]:
+def pebble(
+    request: pytest.FixtureRequest, tmp_path: Path, session_ca_dir: Path
+) -> Iterator[Pebble]:
     pebble_bin = require_tool("pebble")
     challtestsrv = require_tool("pebble-challtestsrv")
     ca = LocalCA.load(session_ca_dir)
@@ -73,8 +75,12 @@ def pebble(tmp_path: Path, session_ca_dir: Path) -> Iterator[Pebble]:
          "-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    # PEBBLE_WFE_NONCEREJECT keeps its default: 5 % of requests are refused with badNonce.
+    # PEBBLE_WFE_NONCEREJECT keeps its default (5 % of requests refused with badNonce) unless
+    # a test asks for more.
     env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1"}
+    reject = getattr(request, "param", None)
+    if reject is not None:
+        env["PEBBLE_WFE_NONCEREJECT"] = str(reject)
     server = subprocess.Popen(
         [pebble_bin, "-config", str(config), "-dnsserver", f"127.0.0.1:{dns}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
@@ -214,3 +220,14 @@ def test_without_agreeing_to_the_terms_it_stops_with_the_url(
             acme_http=f"127.0.0.1:{pebble.http_port}",
             acme_cache=tmp_path / "cache",
         )
+
+
+@pytest.mark.parametrize("pebble", [40], indirect=True)
+def test_survives_many_nonce_rejections(harness: Harness, pebble: Pebble, tmp_path: Path) -> None:
+    """Pebble refuses 40 % of requests with badNonce here; retrying gets the orders through."""
+    pebble_root = tmp_path / "pebble-root.pem"
+    pebble_root.write_bytes(pebble.root_pem())
+    running = start_acme_proxy(harness, pebble, tmp_path / "cache")
+    for host in ("a.test", "b.test"):
+        ok, why = served_by_pebble(running.port, host, pebble_root)
+        assert ok, (why, harness.log)
