@@ -146,8 +146,21 @@ def status(caroot: Path | None = None) -> dict[str, Any]:
     }
 
 
+# Variables that point OpenSSL at other roots: a shell that ran `eval "$(devtls env)"` would
+# otherwise report the system store as trusting the root when only the bundle does.
+_VERIFY_PATH_VARIABLES = ("SSL_CERT_FILE", "SSL_CERT_DIR")
+
+
 def verify_with_os(ca: LocalCA) -> tuple[bool, str]:
     """Handshake in memory: a new leaf from this CA against the OS verifier (truststore)."""
+    saved = {name: os.environ.pop(name) for name in _VERIFY_PATH_VARIABLES if name in os.environ}
+    try:
+        return _verify_with_os(ca)
+    finally:
+        os.environ.update(saved)
+
+
+def _verify_with_os(ca: LocalCA) -> tuple[bool, str]:
     import truststore
 
     leaf = ca.issue("localhost", key_type="ecdsa", days=1)

@@ -142,6 +142,7 @@ class LinuxSystemStore:
         for link in links:
             if link.is_symlink() and not link.exists():
                 self.privileges.remove_file(link)
+        self._close_hash_gaps(links)
         if java_alias:
             self.privileges.run(self._java_delete(anchor), what="removing the root from Java")
 
@@ -162,6 +163,25 @@ class LinuxSystemStore:
             if entry.is_symlink() and os.readlink(entry) in (name_link.name, str(name_link)):
                 links.append(entry)
         return links
+
+    def _close_hash_gaps(self, removed: list[Path]) -> None:
+        """Renumber HASH.1, HASH.2... after removing HASH.0: OpenSSL stops at the first gap.
+
+        Roots with the same subject (two devtls CAs of one user) share a hash; taking one
+        out must not hide the other from -CApath lookups.
+        """
+        certs = self._path(DEBIAN_CERTS_DIR)
+        for prefix in {link.name.split(".")[0] for link in removed if link.suffix[1:].isdigit()}:
+            remaining = sorted(
+                (p for p in certs.glob(f"{prefix}.[0-9]*") if p.suffix[1:].isdigit()),
+                key=lambda p: int(p.suffix[1:]),
+            )
+            for index, link in enumerate(remaining):
+                wanted = certs / f"{prefix}.{index}"
+                if link != wanted and link.is_symlink():
+                    target = os.readlink(link)
+                    self.privileges.run(["ln", "-s", target, str(wanted)], what="relinking")
+                    self.privileges.remove_file(link)
 
     def _java_alias(self, anchor: Path) -> str:
         return f"debian:{anchor.stem}.pem"

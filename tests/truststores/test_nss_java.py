@@ -161,6 +161,9 @@ def test_chromium_trusts_after_install_store_nss(
     result = devtls("install", "--store", "nss", env={"HOME": str(after_home)})
     assert result.returncode == 0, result.stderr
     assert chromium_loads(url, after_home)
+    # And after uninstall Chromium refuses the page again.
+    assert devtls("uninstall", "--store", "nss", env={"HOME": str(after_home)}).returncode == 0
+    assert not chromium_loads(url, after_home)
 
 
 def test_chromium_with_no_database_yet_gets_one(

@@ -176,3 +176,33 @@ def test_without_rights_it_says_what_to_run(
     assert f"sudo CAROOT={fresh_ca.path}" in error_lines[0]
     assert "install --store system" in error_lines[0]
     assert sorted(p.name for p in ANCHORS.iterdir()) == before
+
+
+def test_two_cas_with_one_subject_coexist_and_leave_separately(
+    fresh_ca: LocalCA, system_store_guard: dict, tmp_path: Path
+) -> None:
+    """Two CAROOTs of one user have the same subject, so the same OpenSSL hash link name."""
+    other, _ = LocalCA.load_or_create(tmp_path / "second-caroot")
+    assert other.cert.subject == fresh_ca.cert.subject
+    try:
+        assert devtls("install", "--store", "system").returncode == 0
+        assert (
+            devtls("install", "--store", "system", env={"CAROOT": str(other.path)}).returncode == 0
+        )
+        assert openssl_verifies(fresh_ca, tmp_path)
+        assert openssl_verifies(other, tmp_path)
+        # Taking out the first must not hide the second from -CApath lookups.
+        assert devtls("uninstall", "--store", "system").returncode == 0
+        assert not openssl_verifies(fresh_ca, tmp_path)
+        assert openssl_verifies(other, tmp_path)
+    finally:
+        LinuxSystemStore().uninstall(other)
+    assert snapshot() == system_store_guard
+
+
+def test_status_is_not_fooled_by_devtls_env(fresh_ca: LocalCA, system_store_guard: dict) -> None:
+    """After `eval "$(devtls env)"` OpenSSL trusts the bundle; the system store still does not."""
+    bundle_lines = devtls("env", "--shell", "bash").stdout.splitlines()
+    bundle = next(line.split("=", 1)[1] for line in bundle_lines if "SSL_CERT_FILE" in line)
+    result = devtls("status", "--json", env={"SSL_CERT_FILE": bundle.strip("'")})
+    assert json.loads(result.stdout)["stores"]["system"]["state"] == "not trusted"
