@@ -122,22 +122,22 @@ class AcmeManager:
 
     async def _run(self) -> None:
         for host in self.settings.hosts:
-            if not self._load_cached(host) or self._due(host):
-                await self._obtain_with_retries(host)
-        self.ready.set()
+            self._load_cached(host)
         backoff = FIRST_BACKOFF
         while True:
-            await asyncio.sleep(self.settings.check_interval)
             failed = False
             for host in self.settings.hosts:
                 if self._due(host):
                     failed |= not await self._obtain_with_retries(host)
+            self.ready.set()
             if failed:
-                # The old certificate stays in service; try again later, not in a tight loop.
+                # The old certificate (if any) stays in service; try again after a pause
+                # that grows, never in a tight loop and never as late as the next check.
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.5))  # noqa: S311
                 backoff = min(backoff * 2, MAX_BACKOFF)
             else:
                 backoff = FIRST_BACKOFF
+                await asyncio.sleep(self.settings.check_interval)
 
     def _due(self, host: str) -> bool:
         lifetime = self.lifetimes.get(host)

@@ -231,3 +231,27 @@ def test_survives_many_nonce_rejections(harness: Harness, pebble: Pebble, tmp_pa
     for host in ("a.test", "b.test"):
         ok, why = served_by_pebble(running.port, host, pebble_root)
         assert ok, (why, harness.log)
+
+
+def test_a_failed_order_is_one_clear_line(harness: Harness, pebble: Pebble, tmp_path: Path) -> None:
+    """http-01 answered on a port Pebble does not look at: the CA's reason is reported."""
+    running = harness.start_proxy(
+        listen=f"127.0.0.1:{pebble.tls_port}",
+        routes=(f"a.test={harness.upstream.port}",),
+        acme=True,
+        acme_directory=pebble.directory,
+        acme_agree_tos=True,
+        acme_http=f"127.0.0.1:{free_port()}",
+        acme_cache=tmp_path / "cache",
+    )
+    assert running.acme is not None
+    harness.loop.run(asyncio.wait_for(running.acme.ready.wait(), 120), timeout=130)
+    failures = [line for line in harness.log if "failed" in line and line.startswith("acme:")]
+    assert failures
+    assert all("\n" not in line for line in failures)
+    assert any(
+        line.startswith("acme: ordering a certificate for a.test failed: http-01 challenge failed:")
+        for line in failures
+    ), failures
+    # Still serving (with the local CA's certificate) while it keeps trying.
+    assert "a.test" not in running.acme.contexts
