@@ -93,7 +93,8 @@ def _apply(
             if dry_run:
                 return StoreOutcome(store.name, "would run", availability.reason, steps)
             store.install(ca)
-            return StoreOutcome(store.name, "installed", availability.reason, steps)
+            # Asked again: installing may have created what the store counts (an NSS database).
+            return StoreOutcome(store.name, "installed", store.available().reason, steps)
         steps = store.plan_uninstall(ca)
         # Only the system store knows of copies that are not ours (mkcert's anchor file).
         leftover: list[Path] = getattr(store, "other_copies", lambda _ca: [])(ca)
