@@ -68,6 +68,28 @@ def describe(args: Sequence[str]) -> str:
     return " ".join(shlex.quote(str(a)) for a in args)
 
 
+def last_line(output: str, code: int) -> str:
+    """The line of a tool's output that says what went wrong (usually its last)."""
+    return output.strip().splitlines()[-1] if output.strip() else f"exit status {code}"
+
+
+def run_checked(runner: Runner, args: Sequence[str], *, what: str | None = None) -> str:
+    """Run a store command; a failure is one TrustStoreError line naming the command."""
+    code, output = runner(args, None)
+    if code != 0:
+        raise TrustStoreError(f"{what or describe(args)} failed: {last_line(output, code)}")
+    return output
+
+
+def ca_file(ca: LocalCA) -> Path:
+    """The CA certificate file that store tools import (they read files, not memory)."""
+    if ca.path is None:
+        raise TrustStoreError("this CA has no folder", "install a CA loaded from CAROOT")
+    from devtls.ca import CERT_FILE
+
+    return ca.path / CERT_FILE
+
+
 class Privileges:
     """Runs commands that need root: directly as root, through sudo on a terminal, else refuses.
 
@@ -91,8 +113,7 @@ class Privileges:
     def run(self, args: Sequence[str], stdin: bytes | None = None, *, what: str) -> str:
         code, output = self.runner([*self.prefix(), *args], stdin)
         if code != 0:
-            last = output.strip().splitlines()[-1] if output.strip() else f"exit status {code}"
-            raise TrustStoreError(f"{what} failed ({describe(args)}): {last}")
+            raise TrustStoreError(f"{what} failed ({describe(args)}): {last_line(output, code)}")
         return output
 
     def write_file(self, path: Path, data: bytes) -> None:

@@ -6,16 +6,17 @@ import os
 import shutil
 from pathlib import Path
 
-from devtls.ca import CERT_FILE, LocalCA
-from devtls.errors import TrustStoreError
+from devtls.ca import LocalCA
 from devtls.truststores.base import (
     Availability,
     Privileges,
     Runner,
+    ca_file,
     describe,
     entry_name,
     mkcert_name,
     rerun_command,
+    run_checked,
     run_command,
 )
 
@@ -78,10 +79,8 @@ class JavaStore:
         return any(self._has(alias) for alias in self._aliases(ca))
 
     def _import(self, ca: LocalCA) -> list[str]:
-        if ca.path is None:
-            raise TrustStoreError("this CA has no folder", "install a CA loaded from CAROOT")
         return self._keytool(
-            "-importcert", "-noprompt", "-alias", self.alias(ca), "-file", str(ca.path / CERT_FILE)
+            "-importcert", "-noprompt", "-alias", self.alias(ca), "-file", str(ca_file(ca))
         )
 
     def plan_install(self, ca: LocalCA) -> list[str]:
@@ -110,9 +109,6 @@ class JavaStore:
         """Run directly when cacerts is writable; otherwise it needs administrator rights."""
         assert self.cacerts is not None
         if os.access(self.cacerts, os.W_OK):
-            code, output = self.runner(args, None)
-            if code != 0:
-                last = output.strip().splitlines()[-1] if output.strip() else f"status {code}"
-                raise TrustStoreError(f"{what} failed: {last}")
+            run_checked(self.runner, args, what=what)
             return
         self.privileges.run(args, what=what)

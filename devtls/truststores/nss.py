@@ -13,8 +13,15 @@ import sys
 from pathlib import Path
 
 from devtls.ca import LocalCA
-from devtls.errors import TrustStoreError
-from devtls.truststores.base import Availability, Runner, describe, mkcert_name, run_command
+from devtls.truststores.base import (
+    Availability,
+    Runner,
+    ca_file,
+    describe,
+    mkcert_name,
+    run_checked,
+    run_command,
+)
 
 CHROMIUM_DBS = (
     ".pki/nssdb",
@@ -101,15 +108,15 @@ class NSSStore:
         steps: list[str] = []
         if not self.databases() and (folder := self._new_database()) is not None:
             steps.append(describe(self._cmd("-N", "-d", f"sql:{folder}", "--empty-password")))
-            return [*steps, describe(self._add(f"sql:{folder}", _ca_file(ca), ca))]
-        return [describe(self._add(db, _ca_file(ca), ca)) for db in self.missing_from(ca)]
+            return [*steps, describe(self._add(f"sql:{folder}", ca_file(ca), ca))]
+        return [describe(self._add(db, ca_file(ca), ca)) for db in self.missing_from(ca)]
 
     def install(self, ca: LocalCA) -> None:
         if not self.databases() and (folder := self._new_database()) is not None:
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._check(self._cmd("-N", "-d", f"sql:{folder}", "--empty-password"))
         for db in self.missing_from(ca):
-            self._check(self._add(db, _ca_file(ca), ca))
+            self._check(self._add(db, ca_file(ca), ca))
 
     def plan_uninstall(self, ca: LocalCA) -> list[str]:
         return [
@@ -132,10 +139,7 @@ class NSSStore:
         return code == 0
 
     def _check(self, args: list[str]) -> None:
-        code, output = self.runner(args, None)
-        if code != 0:
-            last = output.strip().splitlines()[-1] if output.strip() else f"exit status {code}"
-            raise TrustStoreError(f"certutil failed ({describe(args)}): {last}")
+        run_checked(self.runner, args)
 
 
 def _firefox_profiles(root: Path) -> list[Path]:
@@ -162,14 +166,6 @@ def _firefox_profiles(root: Path) -> list[Path]:
         if profile not in unique:
             unique.append(profile)
     return unique
-
-
-def _ca_file(ca: LocalCA) -> Path:
-    if ca.path is None:
-        raise TrustStoreError("this CA has no folder", "install a CA loaded from CAROOT")
-    from devtls.ca import CERT_FILE
-
-    return ca.path / CERT_FILE
 
 
 def _normalise(output: str) -> str:

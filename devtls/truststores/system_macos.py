@@ -7,9 +7,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from devtls.ca import CERT_FILE, LocalCA
-from devtls.errors import TrustStoreError
-from devtls.truststores.base import Availability, Runner, describe, run_command
+from devtls.ca import LocalCA
+from devtls.truststores.base import (
+    Availability,
+    Runner,
+    ca_file,
+    describe,
+    run_checked,
+    run_command,
+)
 
 
 class MacOSSystemStore:
@@ -37,12 +43,12 @@ class MacOSSystemStore:
         # -r trustRoot with the SSL and basic X.509 policies: what browsers and curl check.
         return [
             "security", "add-trusted-cert", "-r", "trustRoot", "-p", "ssl", "-p", "basic",
-            "-k", str(self.keychain), str(_ca_file(ca)),
+            "-k", str(self.keychain), str(ca_file(ca)),
         ]  # fmt: skip
 
     def _remove(self, ca: LocalCA) -> list[list[str]]:
         return [
-            ["security", "remove-trusted-cert", str(_ca_file(ca))],
+            ["security", "remove-trusted-cert", str(ca_file(ca))],
             ["security", "delete-certificate", "-Z", self._sha1(ca), str(self.keychain)],
         ]
 
@@ -51,7 +57,7 @@ class MacOSSystemStore:
 
     def install(self, ca: LocalCA) -> None:
         if not self.is_installed(ca):
-            _check(self.runner, self._add(ca))
+            run_checked(self.runner, self._add(ca))
 
     def plan_uninstall(self, ca: LocalCA) -> list[str]:
         return [describe(c) for c in self._remove(ca)] if self.is_installed(ca) else []
@@ -59,17 +65,4 @@ class MacOSSystemStore:
     def uninstall(self, ca: LocalCA) -> None:
         if self.is_installed(ca):
             for command in self._remove(ca):
-                _check(self.runner, command)
-
-
-def _ca_file(ca: LocalCA) -> Path:
-    if ca.path is None:
-        raise TrustStoreError("this CA has no folder", "install a CA loaded from CAROOT")
-    return ca.path / CERT_FILE
-
-
-def _check(runner: Runner, args: list[str]) -> None:
-    code, output = runner(args, None)
-    if code != 0:
-        last = output.strip().splitlines()[-1] if output.strip() else f"exit status {code}"
-        raise TrustStoreError(f"{describe(args)} failed: {last}")
+                run_checked(self.runner, command)

@@ -6,11 +6,15 @@ Windows asks the user to confirm adding a root in a dialog.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from devtls.ca import CERT_FILE, LocalCA
-from devtls.errors import TrustStoreError
-from devtls.truststores.base import Availability, Runner, describe, run_command
+from devtls.ca import LocalCA
+from devtls.truststores.base import (
+    Availability,
+    Runner,
+    ca_file,
+    describe,
+    run_checked,
+    run_command,
+)
 
 
 class WindowsSystemStore:
@@ -30,9 +34,7 @@ class WindowsSystemStore:
         return code == 0
 
     def _add(self, ca: LocalCA) -> list[str]:
-        if ca.path is None:
-            raise TrustStoreError("this CA has no folder", "install a CA loaded from CAROOT")
-        return ["certutil", "-user", "-addstore", "Root", str(Path(ca.path) / CERT_FILE)]
+        return ["certutil", "-user", "-addstore", "Root", str(ca_file(ca))]
 
     def _remove(self, ca: LocalCA) -> list[str]:
         return ["certutil", "-user", "-delstore", "Root", self._serial(ca)]
@@ -42,18 +44,11 @@ class WindowsSystemStore:
 
     def install(self, ca: LocalCA) -> None:
         if not self.is_installed(ca):
-            _check(self.runner, self._add(ca))
+            run_checked(self.runner, self._add(ca))
 
     def plan_uninstall(self, ca: LocalCA) -> list[str]:
         return [describe(self._remove(ca))] if self.is_installed(ca) else []
 
     def uninstall(self, ca: LocalCA) -> None:
         if self.is_installed(ca):
-            _check(self.runner, self._remove(ca))
-
-
-def _check(runner: Runner, args: list[str]) -> None:
-    code, output = runner(args, None)
-    if code != 0:
-        last = output.strip().splitlines()[-1] if output.strip() else f"exit status {code}"
-        raise TrustStoreError(f"{describe(args)} failed: {last}")
+            run_checked(self.runner, self._remove(ca))
