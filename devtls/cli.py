@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
@@ -78,9 +78,11 @@ def caroot() -> None:
 @reports_errors
 def cert(
     names: Annotated[
-        Optional[list[str]],  # noqa: UP045 - typer reads this annotation at run time
+        list[str] | None,
         typer.Argument(
-            help="DNS names (wildcards allowed), IPs, emails or URIs.", show_default=False
+            help="DNS names (wildcards allowed), IPs, emails or URIs.",
+            show_default=False,
+            metavar="NAME...",
         ),
     ] = None,
     ecdsa: Annotated[
@@ -103,14 +105,23 @@ def cert(
         ),
     ] = False,
     csr: Annotated[
-        Optional[Path],  # noqa: UP045
+        Path | None,
         typer.Option("--csr", help="Sign this CSR; the names come from it.", metavar="FILE"),
     ] = None,
-    cert_file: Annotated[Optional[Path], typer.Option("--cert-file", metavar="FILE")] = None,  # noqa: UP045
-    key_file: Annotated[Optional[Path], typer.Option("--key-file", metavar="FILE")] = None,  # noqa: UP045
-    p12_file: Annotated[Optional[Path], typer.Option("--p12-file", metavar="FILE")] = None,  # noqa: UP045
+    cert_file: Annotated[
+        Path | None,
+        typer.Option("--cert-file", metavar="FILE", help="Where to write the certificate."),
+    ] = None,
+    key_file: Annotated[
+        Path | None,
+        typer.Option("--key-file", metavar="FILE", help="Where to write the key (0600)."),
+    ] = None,
+    p12_file: Annotated[
+        Path | None,
+        typer.Option("--p12-file", metavar="FILE", help="Where to write the PKCS#12 file (0600)."),
+    ] = None,
     days: Annotated[
-        Optional[int],  # noqa: UP045
+        int | None,
         typer.Option("--days", help="Validity in days (default and maximum: 825).", metavar="N"),
     ] = None,
 ) -> None:
@@ -147,7 +158,7 @@ def cert(
 
 
 StoreOption = Annotated[
-    Optional[list[str]],  # noqa: UP045
+    list[str] | None,
     typer.Option(
         "--store", metavar="NAME", help="system, nss or java (repeatable). [default: all]"
     ),
@@ -228,7 +239,7 @@ def status(
 @reports_errors
 def env(
     shell: Annotated[
-        Optional[str],  # noqa: UP045
+        str | None,
         typer.Option("--shell", metavar="bash|zsh|fish|powershell", help="[default: from $SHELL]"),
     ] = None,
 ) -> None:
@@ -243,25 +254,26 @@ def env(
 @reports_errors
 def serve(
     upstream: Annotated[
-        Optional[str],  # noqa: UP045
+        str | None,
         typer.Argument(
             help="Where to forward: 3000, host:port, http(s)://URL or unix:/path.sock. "
             "Without it (and without routes): the built-in demo page.",
             show_default=False,
+            metavar="UPSTREAM",
         ),
     ] = None,
     listen: Annotated[
-        Optional[str],  # noqa: UP045
+        str | None,
         typer.Option(
             "--listen", metavar="ADDR", help="Where to accept TLS. [default: 127.0.0.1:8443]"
         ),
     ] = None,
     name: Annotated[
-        Optional[list[str]],  # noqa: UP045
+        list[str] | None,
         typer.Option("--name", metavar="NAME", help="A name the certificate covers (repeatable)."),
     ] = None,
     route: Annotated[
-        Optional[list[str]],  # noqa: UP045
+        list[str] | None,
         typer.Option(
             "--route",
             metavar="HOST[/PATH]=UPSTREAM",
@@ -269,41 +281,41 @@ def serve(
         ),
     ] = None,
     redirect_http: Annotated[
-        Optional[str],  # noqa: UP045
+        str | None,
         typer.Option(
             "--redirect-http", metavar="ADDR", help="Also redirect plain HTTP there to https."
         ),
     ] = None,
     cert_file: Annotated[
-        Optional[Path],  # noqa: UP045
+        Path | None,
         typer.Option("--cert", metavar="FILE", help="Serve this certificate (chain) instead."),
     ] = None,
     key_file: Annotated[
-        Optional[Path],  # noqa: UP045
+        Path | None,
         typer.Option("--key", metavar="FILE", help="The key of --cert."),
     ] = None,
     tcp: Annotated[
-        Optional[bool],  # noqa: UP045
+        bool | None,
         typer.Option(
             "--tcp", help="Pass decrypted bytes to UPSTREAM as they are.", show_default=False
         ),
     ] = None,
     config_file: Annotated[
-        Optional[Path],  # noqa: UP045
+        Path | None,
         typer.Option("--config", metavar="FILE", help="Settings file. [default: ./devtls.toml]"),
     ] = None,
     quiet: Annotated[
-        Optional[bool],  # noqa: UP045
+        bool | None,
         typer.Option("--quiet", help="No access log lines.", show_default=False),
     ] = None,
     limit: Annotated[
-        Optional[list[str]],  # noqa: UP045
+        list[str] | None,
         typer.Option(
             "--limit", metavar="NAME=VALUE", help="Override a timeout or limit (see README)."
         ),
     ] = None,
     acme: Annotated[
-        Optional[bool],  # noqa: UP045
+        bool | None,
         typer.Option(
             "--acme",
             show_default=False,
@@ -311,7 +323,7 @@ def serve(
         ),
     ] = None,
     acme_directory: Annotated[
-        Optional[str],  # noqa: UP045
+        str | None,
         typer.Option(
             "--acme-directory",
             metavar="URL",
@@ -319,7 +331,7 @@ def serve(
         ),
     ] = None,
     acme_host: Annotated[
-        Optional[list[str]],  # noqa: UP045
+        list[str] | None,
         typer.Option(
             "--acme-host",
             metavar="NAME",
@@ -327,7 +339,7 @@ def serve(
         ),
     ] = None,
     acme_email: Annotated[
-        Optional[str],  # noqa: UP045
+        str | None,
         typer.Option(
             "--acme-email",
             metavar="ADDR",
@@ -335,7 +347,7 @@ def serve(
         ),
     ] = None,
     acme_agree_tos: Annotated[
-        Optional[bool],  # noqa: UP045
+        bool | None,
         typer.Option(
             "--acme-agree-tos",
             show_default=False,
@@ -343,7 +355,7 @@ def serve(
         ),
     ] = None,
     acme_http: Annotated[
-        Optional[str],  # noqa: UP045
+        str | None,
         typer.Option(
             "--acme-http",
             metavar="ADDR",
@@ -351,7 +363,7 @@ def serve(
         ),
     ] = None,
     acme_key_type: Annotated[
-        Optional[str],  # noqa: UP045
+        str | None,
         typer.Option(
             "--acme-key-type",
             metavar="rsa|ecdsa",
@@ -359,7 +371,7 @@ def serve(
         ),
     ] = None,
     acme_cache: Annotated[
-        Optional[Path],  # noqa: UP045
+        Path | None,
         typer.Option(
             "--acme-cache",
             metavar="DIR",
@@ -367,7 +379,7 @@ def serve(
         ),
     ] = None,
     acme_challenge: Annotated[
-        Optional[str],  # noqa: UP045
+        str | None,
         typer.Option(
             "--acme-challenge",
             metavar="http-01|tls-alpn-01",
