@@ -238,10 +238,6 @@ class LocalCA:
         context.load_verify_locations(cadata=self.cert_pem().decode("ascii"))
         return context
 
-    def configure_trust(self, context: ssl.SSLContext) -> None:
-        """Make an existing context trust this CA as well (e.g. beside the system roots)."""
-        context.load_verify_locations(cadata=self.cert_pem().decode("ascii"))
-
 
 def random_serial() -> int:
     """A random positive 128-bit serial, as mkcert makes them."""

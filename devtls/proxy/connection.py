@@ -38,9 +38,14 @@ MAX_CLIENT_BACKLOG = 64 * 1024
 # Write-buffer marks: above HIGH the other side stops reading until below LOW.
 WRITE_HIGH_WATER = 256 * 1024
 WRITE_LOW_WATER = 64 * 1024
-_FORWARDED_HEADERS = frozenset(
-    {b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port", b"expect"}
-)
+# Request fields never passed on as they came: hop-by-hop ones, those devtls sets itself, and
+# Expect (devtls answers 100-continue).
+_NOT_FORWARDED = http1.HOP_BY_HOP | {
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+    b"x-forwarded-port",
+    b"expect",
+}
 
 
 class Transport(Protocol):
@@ -248,11 +253,7 @@ class ClientConnection(_FlowControlled):
                 if self.state.draining or (reader.eof and reader.at_message_start):
                     self.close()
                     return
-                try:
-                    event = reader.next_event()
-                except ProtocolError as exc:
-                    self._refuse(exc)
-                    return
+                event = self._next_event()
                 if event is None:
                     return
                 assert isinstance(event, RequestHead)
@@ -264,13 +265,9 @@ class ClientConnection(_FlowControlled):
                 if reader.buffered > MAX_CLIENT_BACKLOG and self.gate is not None:
                     self.gate.pause(BACKLOG)
                 return
-            try:
-                event = reader.next_event()
-            except ProtocolError as exc:
-                self._refuse(exc)
-                return
+            event = self._next_event()
             if event is None:
-                if self.gate is not None:
+                if self.gate is not None and not self.closed:
                     self.gate.resume(BACKLOG)
                 return
             transport = upstream.transport
@@ -287,6 +284,14 @@ class ClientConnection(_FlowControlled):
                 self.request_done = True
                 self._cancel_timer()
 
+    def _next_event(self) -> RequestHead | Data | http1.EndOfMessage | None:
+        """The reader's next event; a protocol error is answered and ends the connection."""
+        try:
+            return self.reader.next_event()
+        except ProtocolError as exc:
+            self._refuse(exc)
+            return None
+
     def _start_exchange(self, head: RequestHead) -> None:
         if head.body is BodyKind.NONE:
             self._cancel_timer()
@@ -298,7 +303,8 @@ class ClientConnection(_FlowControlled):
         self.response_bytes = 0
         self.request_bytes_sent = 0
         self.retried = False
-        self.started = time.perf_counter()
+        if not self.state.config.quiet:  # the start time only feeds the access log
+            self.started = time.perf_counter()
         if head.body is BodyKind.NONE:
             # A request without a body ends with its head: take the reader's END now.
             end = self.reader.next_event()
@@ -316,13 +322,13 @@ class ClientConnection(_FlowControlled):
     def _upstream_head(
         self, head: RequestHead, route: Route | None, upstream: Upstream, target: str
     ) -> bytes:
-        drop = http1.HOP_BY_HOP | head.connection_tokens | _FORWARDED_HEADERS
+        tokens = head.connection_tokens
         headers: http1.Headers = []
         forwarded_for = b""
         forwarded = b""
         for name, value in head.headers:
             lower = name.lower()
-            if lower in drop:
+            if lower in _NOT_FORWARDED or lower in tokens:
                 continue
             if lower == b"x-forwarded-for":
                 forwarded_for = forwarded_for + b", " + value if forwarded_for else value
@@ -436,8 +442,12 @@ class ClientConnection(_FlowControlled):
     def _response_head(self, head: ResponseHead, *, informational: bool = False) -> bytes:
         request = self.request
         assert request is not None
-        drop = http1.HOP_BY_HOP | head.connection_tokens
-        headers = [(n, v) for n, v in head.headers if n.lower() not in drop]
+        tokens = head.connection_tokens
+        headers = [
+            (n, v)
+            for n, v in head.headers
+            if (lower := n.lower()) not in http1.HOP_BY_HOP and lower not in tokens
+        ]
         start = b"HTTP/1.1 %d %s" % (head.status, head.reason)
         if informational:
             if head.status == 101:

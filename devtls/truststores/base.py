@@ -81,6 +81,38 @@ def run_checked(runner: Runner, args: Sequence[str], *, what: str | None = None)
     return output
 
 
+class CommandStore:
+    """A store changed only by running commands (macOS, Windows): subclasses name them."""
+
+    runner: Runner
+
+    def is_installed(self, ca: LocalCA) -> bool:
+        raise NotImplementedError
+
+    def add_command(self, ca: LocalCA) -> list[str]:
+        raise NotImplementedError
+
+    def remove_commands(self, ca: LocalCA) -> list[list[str]]:
+        raise NotImplementedError
+
+    def plan_install(self, ca: LocalCA) -> list[str]:
+        return [] if self.is_installed(ca) else [describe(self.add_command(ca))]
+
+    def install(self, ca: LocalCA) -> None:
+        if not self.is_installed(ca):
+            run_checked(self.runner, self.add_command(ca))
+
+    def plan_uninstall(self, ca: LocalCA) -> list[str]:
+        if not self.is_installed(ca):
+            return []
+        return [describe(command) for command in self.remove_commands(ca)]
+
+    def uninstall(self, ca: LocalCA) -> None:
+        if self.is_installed(ca):
+            for command in self.remove_commands(ca):
+                run_checked(self.runner, command)
+
+
 def ca_file(ca: LocalCA) -> Path:
     """The CA certificate file that store tools import (they read files, not memory)."""
     if ca.path is None:

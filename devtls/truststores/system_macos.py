@@ -8,17 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from devtls.ca import LocalCA
-from devtls.truststores.base import (
-    Availability,
-    Runner,
-    ca_file,
-    describe,
-    run_checked,
-    run_command,
-)
+from devtls.truststores.base import Availability, CommandStore, Runner, ca_file, run_command
 
 
-class MacOSSystemStore:
+class MacOSSystemStore(CommandStore):
     name = "system"
 
     def __init__(self, runner: Runner = run_command, home: Path | None = None) -> None:
@@ -39,30 +32,15 @@ class MacOSSystemStore:
         )
         return code == 0 and self._sha1(ca) in output.upper()
 
-    def _add(self, ca: LocalCA) -> list[str]:
+    def add_command(self, ca: LocalCA) -> list[str]:
         # -r trustRoot with the SSL and basic X.509 policies: what browsers and curl check.
         return [
             "security", "add-trusted-cert", "-r", "trustRoot", "-p", "ssl", "-p", "basic",
             "-k", str(self.keychain), str(ca_file(ca)),
         ]  # fmt: skip
 
-    def _remove(self, ca: LocalCA) -> list[list[str]]:
+    def remove_commands(self, ca: LocalCA) -> list[list[str]]:
         return [
             ["security", "remove-trusted-cert", str(ca_file(ca))],
             ["security", "delete-certificate", "-Z", self._sha1(ca), str(self.keychain)],
         ]
-
-    def plan_install(self, ca: LocalCA) -> list[str]:
-        return [] if self.is_installed(ca) else [describe(self._add(ca))]
-
-    def install(self, ca: LocalCA) -> None:
-        if not self.is_installed(ca):
-            run_checked(self.runner, self._add(ca))
-
-    def plan_uninstall(self, ca: LocalCA) -> list[str]:
-        return [describe(c) for c in self._remove(ca)] if self.is_installed(ca) else []
-
-    def uninstall(self, ca: LocalCA) -> None:
-        if self.is_installed(ca):
-            for command in self._remove(ca):
-                run_checked(self.runner, command)

@@ -11,7 +11,7 @@ import hashlib
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -198,6 +198,3 @@ def harness(
         await runner.cleanup()
 
     loop_thread.run(teardown())
-
-
-__all__ = ["Harness", "pattern_bytes", "replace"]

@@ -8,7 +8,6 @@ import hashlib
 import json
 import socket
 import ssl
-import time
 from pathlib import Path
 
 import httpx
@@ -503,12 +502,3 @@ def test_user_certificate_files_are_served(harness: Harness, tmp_path: Path, loc
     shown = run(openssl, "s_client", "-connect", f"127.0.0.1:{proxy.port}", "-servername", "files.test",
                 "-showcerts", input="").stdout  # fmt: skip
     assert shown.count("BEGIN CERTIFICATE") == 2
-
-
-def wait_until(predicate, timeout: float = 5) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_tool, run
+from tests.conftest import IN_CI, require_tool, run
 
 
 def free_port() -> int:
@@ -136,7 +136,10 @@ def listening_addresses(port: int) -> set[str]:
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc/net/tcp")
 def test_default_listen_address_is_loopback_only(session_ca_dir: Path, upstream_port: int) -> None:
     if listening_addresses(8443):
-        pytest.skip("port 8443 is taken on this machine")
+        message = "port 8443 is taken on this machine"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
     with serving(str(upstream_port), caroot=session_ca_dir) as (process, lines):
         assert lines[-1].startswith("devtls: https://localhost:8443 ->")
         assert listening_addresses(8443) == {"0100007F"}  # 127.0.0.1, nothing else
