@@ -77,6 +77,9 @@ class ServerState:
     draining: bool = False
     pool: UpstreamPool = field(init=False)
     write_log: Callable[[str], None] = field(default=lambda line: None)
+    # Kept here because asyncio.get_running_loop() costs a getpid() system call on Linux,
+    # twice per request otherwise.
+    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop)
 
     def __post_init__(self) -> None:
         self.pool = UpstreamPool(self)
@@ -204,7 +207,7 @@ class ClientConnection(_FlowControlled):
             # A body is coming: the time allowed is counted from its last bytes, as nginx's
             # client_body_timeout. Moving the deadline costs no timer operation.
             self._deadline = (
-                asyncio.get_running_loop().time() + self.state.config.limits.body_timeout
+                self.state.loop.time() + self.state.config.limits.body_timeout
             )
         self.reader.feed(data)
         self._advance()
@@ -624,7 +627,7 @@ class ClientConnection(_FlowControlled):
     # One timer handle per connection, moved lazily: re-arming for every request would
     # cost a heap push and a cancel each time.
     def _arm_timer(self, seconds: float) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self.state.loop
         self._deadline = deadline = loop.time() + seconds
         timer = self._timer
         if timer is not None and timer.when() > deadline:
@@ -640,7 +643,7 @@ class ClientConnection(_FlowControlled):
         self._timer = None
         if self._deadline == 0.0 or self.closed:
             return
-        loop = asyncio.get_running_loop()
+        loop = self.state.loop
         if loop.time() < self._deadline:
             # Re-armed since: wait for the newer deadline (one timer per connection).
             self._timer = loop.call_at(self._deadline, self._on_timer)
@@ -819,7 +822,7 @@ class UpstreamConnection(_FlowControlled):
         self.last_active = time.monotonic()
         if self.timeout_timer is None:
             timeout = self.pool.state.config.limits.upstream_timeout
-            self.timeout_timer = asyncio.get_running_loop().call_later(timeout, self._on_silence)
+            self.timeout_timer = self.pool.state.loop.call_later(timeout, self._on_silence)
 
     def _stop_watch(self) -> None:
         self.watching = False
@@ -838,7 +841,7 @@ class UpstreamConnection(_FlowControlled):
         if not self.watching or client is None or self.tunnel:
             return
         if quiet_for < timeout:
-            self.timeout_timer = asyncio.get_running_loop().call_later(
+            self.timeout_timer = self.pool.state.loop.call_later(
                 timeout - quiet_for, self._on_silence
             )
             return
@@ -942,7 +945,7 @@ class UpstreamPool:
         connection.idle_since = time.monotonic()
         idle.append(connection)
         if self.sweeper is None:
-            self.sweeper = asyncio.get_running_loop().call_later(UPSTREAM_IDLE_SECONDS, self._sweep)
+            self.sweeper = self.state.loop.call_later(UPSTREAM_IDLE_SECONDS, self._sweep)
 
     def _sweep(self) -> None:
         """Close connections idle too long; runs only while some are idle."""
@@ -955,7 +958,7 @@ class UpstreamPool:
                 connection.close()
             remaining = remaining or bool(idle)
         if remaining:
-            self.sweeper = asyncio.get_running_loop().call_later(
+            self.sweeper = self.state.loop.call_later(
                 UPSTREAM_IDLE_SECONDS / 2, self._sweep
             )
 

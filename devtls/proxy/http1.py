@@ -31,6 +31,10 @@ MAX_CHUNK_LINE = 4 * 1024
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _HEADER_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(.*?)[ \t]*")
 _FIELD_VALUE = re.compile(rb"[\x21-\x7e\x80-\xff \t]*")
+# A whole block of well-formed field lines, and one field of such a block.
+_FIELD_BLOCK = re.compile(rb"(?:" + _TOKEN + rb":[\x21-\x7e\x80-\xff \t]*\r?\n)*")
+# (A greedy value that must end in a visible character backtracks far less than a lazy one.)
+_FIELD = re.compile(rb"(" + _TOKEN + rb"):[ \t]*((?:[^\r\n]*[^\r\n \t])?)[ \t]*\r?\n")
 _METHOD = re.compile(_TOKEN)
 _TARGET = re.compile(rb"[\x21-\x7e\x80-\xff]+")
 _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: ([\x09\x20-\x7e\x80-\xff]*))?")
@@ -161,7 +165,8 @@ class _Reader:
             raise RuntimeError("the current message is not finished")
         self._state = _State.HEAD
 
-    def _take_head(self, limit_status: int, line_limit: int | None = None) -> list[bytes] | None:
+    def _take_head(self, limit_status: int, line_limit: int | None = None) -> bytes | None:
+        """The next head without its closing empty line (each line still ends in LF)."""
         buffer = self._buffer
         end = _find_head_end(buffer)
         if end < 0:
@@ -177,9 +182,7 @@ class _Reader:
             raise ProtocolError("message head too large", limit_status)
         head = bytes(buffer[:end])
         del buffer[:end]
-        lines = head.split(b"\n")
-        # The split leaves the empty last line and the terminator's empty string.
-        return [line[:-1] if line.endswith(b"\r") else line for line in lines[:-2]]
+        return head[:-2] if head.endswith(b"\n\r\n") else head[:-1]
 
     def _body_event(self) -> Data | EndOfMessage | None:
         state = self._state
@@ -249,11 +252,11 @@ class _Reader:
                     del buffer[: 2 if buffer[:1] == b"\r" else 1]
                     self._state = _State.DONE
                     return END
-                if len(buffer) < 2 or (lines := self._take_head(400)) is None:
+                if len(buffer) < 2 or (trailers := self._take_head(400)) is None:
                     if self._eof:
                         raise ProtocolError("connection closed inside a chunked body", 400)
                     return None
-                _parse_fields(lines, MAX_HEADER_COUNT, 400)
+                _parse_fields(trailers, MAX_HEADER_COUNT, 400)
                 self._state = _State.DONE
                 return END
             return None
@@ -279,10 +282,10 @@ class RequestReader(_Reader):
             # RFC 9112 2.2: ignore empty lines before a request line.
             while self._buffer[:2] == b"\r\n" or self._buffer[:1] == b"\n":
                 del self._buffer[: 2 if self._buffer[:1] == b"\r" else 1]
-            lines = self._take_head(431, self._max_request_line)
-            if lines is None:
+            raw = self._take_head(431, self._max_request_line)
+            if raw is None:
                 return None
-            head = self._parse_head(lines)
+            head = self._parse_head(*_split_start_line(raw))
             self._start_body(head.body, head.content_length)
             return head
         if self._state is _State.DONE:
@@ -298,8 +301,7 @@ class RequestReader(_Reader):
             self._state = _State.LENGTH
             self._remaining = length
 
-    def _parse_head(self, lines: list[bytes]) -> RequestHead:
-        request_line = lines[0]
+    def _parse_head(self, request_line: bytes, fields: bytes) -> RequestHead:
         if len(request_line) > self._max_request_line:
             raise ProtocolError("request line too long", 414)
         parts = request_line.split(b" ")
@@ -316,7 +318,7 @@ class RequestReader(_Reader):
             raise ProtocolError("HTTP version not supported", 505)
         else:
             raise ProtocolError("malformed request line", 400)
-        headers = _parse_fields(lines[1:], self._max_headers, 431)
+        headers = _parse_fields(fields, self._max_headers, 431)
         framing = _Framing(headers)
         host = framing.single(b"host")
         if target.startswith((b"http://", b"https://")):
@@ -379,12 +381,12 @@ class ResponseReader(_Reader):
 
     def _next(self) -> ResponseHead | Data | EndOfMessage | None:
         if self._state is _State.HEAD:
-            lines = self._take_head(502)
-            if lines is None:
+            raw = self._take_head(502)
+            if raw is None:
                 if self._eof and not self._buffer:
                     raise ProtocolError("closed the connection without a response", 502)
                 return None
-            head = self._parse_head(lines)
+            head = self._parse_head(*_split_start_line(raw))
             if 100 <= head.status < 200:
                 # 1xx: informational, and the real response is still to come (101 aside).
                 self._state = _State.HEAD if head.status != 101 else _State.DONE
@@ -401,15 +403,15 @@ class ResponseReader(_Reader):
             return None
         return self._body_event()
 
-    def _parse_head(self, lines: list[bytes]) -> ResponseHead:
-        match = _STATUS_LINE.fullmatch(lines[0])
+    def _parse_head(self, status_line: bytes, fields: bytes) -> ResponseHead:
+        match = _STATUS_LINE.fullmatch(status_line)
         if not match:
             raise ProtocolError("malformed status line", 502)
         http11 = match.group(1) == b"1"
         status = int(match.group(2))
         if status < 100:
             raise ProtocolError("malformed status code", 502)
-        headers = _parse_fields(lines[1:], MAX_HEADER_COUNT * 2, 502)
+        headers = _parse_fields(fields, MAX_HEADER_COUNT * 2, 502)
         framing = _Framing(headers)
         tokens = framing.connection_tokens
         keep_alive = (b"close" not in tokens) if http11 else (b"keep-alive" in tokens)
@@ -431,6 +433,18 @@ class ResponseReader(_Reader):
         )
 
 
+_CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _SINGLE = range(4)
+# The fields that frame a message or must appear at most once; all others pass untouched.
+_FRAMING_FIELDS = {
+    b"content-length": _CONTENT_LENGTH,
+    b"transfer-encoding": _TRANSFER_ENCODING,
+    b"connection": _CONNECTION,
+    b"host": _SINGLE,
+    b"upgrade": _SINGLE,
+    b"expect": _SINGLE,
+}
+
+
 class _Framing:
     """The fields that decide a message's framing, read once and checked for conflicts."""
 
@@ -441,15 +455,19 @@ class _Framing:
         self.transfer_encodings: list[bytes] = []
         self.singles: dict[bytes, list[bytes]] = {}
         tokens: set[bytes] = set()
+        kinds = _FRAMING_FIELDS
         for name, value in headers:
             lower = name.lower()
-            if lower == b"content-length":
+            kind = kinds.get(lower)
+            if kind is None:
+                continue
+            if kind == _CONTENT_LENGTH:
                 self.content_lengths.append(value)
-            elif lower == b"transfer-encoding":
+            elif kind == _TRANSFER_ENCODING:
                 self.transfer_encodings.append(value)
-            elif lower == b"connection":
+            elif kind == _CONNECTION:
                 tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
-            elif lower in (b"host", b"upgrade", b"expect"):
+            else:
                 self.singles.setdefault(lower, []).append(value)
         self.connection_tokens = frozenset(tokens)
 
@@ -513,12 +531,36 @@ def _find_head_end(buffer: bytearray) -> int:
     return lf + 2
 
 
-def _parse_fields(lines: list[bytes], max_count: int, limit_status: int) -> Headers:
+def _split_start_line(head: bytes) -> tuple[bytes, bytes]:
+    """A head's first line (without its line ending) and the field lines after it."""
+    newline = head.find(b"\n")
+    first = head[:newline] if newline >= 0 else head
+    fields = head[newline + 1 :] if newline >= 0 else b""
+    return (first[:-1] if first.endswith(b"\r") else first), fields
+
+
+def _parse_fields(block: bytes, max_count: int, limit_status: int) -> Headers:
+    """Field lines, each ending in LF, into (name, value) pairs."""
+    # Common case: a block no longer than one line may be is checked whole by one regular
+    # expression and split by another; anything else takes the line-by-line path below,
+    # which also finds the exact error.
+    if len(block) <= MAX_HEADER_LINE and _FIELD_BLOCK.fullmatch(block):
+        headers: Headers = _FIELD.findall(block)
+        if len(headers) > max_count:
+            raise ProtocolError("too many header fields", limit_status)
+        return headers
+    return _parse_field_lines(block, max_count, limit_status)
+
+
+def _parse_field_lines(block: bytes, max_count: int, limit_status: int) -> Headers:
+    lines = block.split(b"\n")[:-1]
     if len(lines) > max_count:
         raise ProtocolError("too many header fields", limit_status)
     headers: Headers = []
     append = headers.append
     for line in lines:
+        if line.endswith(b"\r"):
+            line = line[:-1]
         if len(line) > MAX_HEADER_LINE:
             raise ProtocolError("header field too large", limit_status)
         match = _HEADER_LINE.fullmatch(line)

@@ -373,3 +373,24 @@ def test_framing_round_trips(
     head2, body2 = parse(again)
     assert body2 == body
     assert head2.headers == head.headers
+
+
+_FIELD_BYTES = st.sampled_from(
+    [b"a", b"Z", b"-", b":", b" ", b"\t", b"\r", b"\n", b"\r\n", b"\x00", b"\x7f", b"\xff", b'"', b"="]
+)
+
+
+@settings(max_examples=400)
+@given(st.lists(_FIELD_BYTES, max_size=40).map(b"".join))
+def test_whole_block_and_line_by_line_field_parsing_agree(body: bytes) -> None:
+    # The fast path (one regular expression over the block) must accept exactly what the
+    # line-by-line path accepts, with the same fields.
+    block = body if body.endswith(b"\n") else body + b"\n"
+
+    def outcome(parse: object) -> object:
+        try:
+            return parse(block, 100, 431)  # type: ignore[operator]
+        except ProtocolError:
+            return "refused"
+
+    assert outcome(http1._parse_fields) == outcome(http1._parse_field_lines)
