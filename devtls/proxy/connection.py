@@ -206,9 +206,7 @@ class ClientConnection(_FlowControlled):
         elif not self.request_done:
             # A body is coming: the time allowed is counted from its last bytes, as nginx's
             # client_body_timeout. Moving the deadline costs no timer operation.
-            self._deadline = (
-                self.state.loop.time() + self.state.config.limits.body_timeout
-            )
+            self._deadline = self.state.loop.time() + self.state.config.limits.body_timeout
         self.reader.feed(data)
         self._advance()
 
@@ -958,9 +956,7 @@ class UpstreamPool:
                 connection.close()
             remaining = remaining or bool(idle)
         if remaining:
-            self.sweeper = self.state.loop.call_later(
-                UPSTREAM_IDLE_SECONDS / 2, self._sweep
-            )
+            self.sweeper = self.state.loop.call_later(UPSTREAM_IDLE_SECONDS / 2, self._sweep)
 
     def forget(self, connection: UpstreamConnection) -> None:
         idle = self.idle.get(connection.key)
