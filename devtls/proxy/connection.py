@@ -340,6 +340,10 @@ class ClientConnection(_FlowControlled):
             headers.append((name, value))
         ip = self.client_ip.encode()
         host = head.host or (self.sni or "").encode()
+        if not head.host:
+            # An HTTP/1.0 client may leave Host out; HTTP/1.1, which we speak upstream, may
+            # not (RFC 9112 3.2). The name the client asked TLS for is the next best thing.
+            headers.append((b"Host", host or _authority_host(upstream)))
         node = b'"[%s]"' % ip if b":" in ip else ip
         this_hop = b'for=%s;host="%s";proto=https' % (node, host)
         headers += [
@@ -973,6 +977,10 @@ class UpstreamPool:
             self.sweeper = None
         for task in list(self.pending):
             task.cancel()
+
+
+def _authority_host(upstream: Upstream) -> bytes:
+    return b"localhost" if upstream.scheme == "unix" else upstream.authority.encode()
 
 
 def describe_upstream_failure(upstream: Upstream, exc: BaseException) -> tuple[int, str]:

@@ -2,8 +2,8 @@
 
 Usage: python scripts/bench/proxy_bench.py [--install] [--seconds 5] [--only devtls,nginx]
 
---install puts the peers in place first (Debian: nginx-light, caddy, hitch, wrk; npm:
-local-ssl-proxy). Everything listens on 127.0.0.1; every load loop stops after --seconds.
+--install puts the peers in place first (Debian: nginx-light, haproxy, caddy, hitch, wrk;
+npm: local-ssl-proxy). Everything listens on 127.0.0.1; every load loop stops after --seconds.
 All proxies serve the same RSA-2048 leaf (from a throwaway devtls CA) in front of the same
 upstream: nginx answering a 2-byte body, a 16 KiB file and a 100 MB file, and a websocket
 echo server. The figures:
@@ -11,6 +11,8 @@ echo server. The figures:
   req/s, p50, p99   keep-alive requests (wrk -t1 -c50) for the 2-byte body
   CPU us/req        the proxy's own CPU time per request in that run (/proc/PID/stat)
   new conn/s        requests with "Connection: close": a full TLS handshake each
+  CPU us/hs         the proxy's CPU time per full handshake (openssl s_time -new, one request each)
+  resumed/s         reconnects resuming the TLS session (openssl s_time -reuse), one at a time
   16KiB/s           keep-alive requests for the 16 KiB file
   WS rt/s           websocket echo round trips (20 connections, Python client)
   MB/s              one 100 MB download with curl
@@ -37,7 +39,14 @@ from pathlib import Path
 
 UPSTREAM_HTTP = 18080
 UPSTREAM_WS = 18081
-PORTS = {"nginx": 19443, "caddy": 19444, "hitch": 19445, "local-ssl-proxy": 19446, "devtls": 19447}
+PORTS = {
+    "nginx": 19443,
+    "haproxy": 19448,
+    "caddy": 19444,
+    "hitch": 19445,
+    "local-ssl-proxy": 19446,
+    "devtls": 19447,
+}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -52,7 +61,9 @@ def sh(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
 
 def install() -> None:
     sh("apt-get", "update", "-qq")
-    result = sh("apt-get", "install", "-y", "-qq", "nginx-light", "caddy", "hitch", "wrk")
+    result = sh(
+        "apt-get", "install", "-y", "-qq", "nginx-light", "haproxy", "caddy", "hitch", "wrk"
+    )
     if result.returncode != 0:
         print(result.stderr, file=sys.stderr)
     if shutil.which("npm"):
@@ -118,6 +129,15 @@ def wrk(url: str, seconds: int, *extra: str) -> tuple[float, float, float, int]:
         return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
     return rate, percentile("50"), percentile("99"), total
+
+
+def s_time(port: int, seconds: int, mode: str) -> tuple[int, float]:
+    """Connections made by ``openssl s_time`` (``-new`` or ``-reuse``), one GET / each, and
+    the wall time they took."""
+    out = sh("openssl", "s_time", "-connect", f"127.0.0.1:{port}", mode, "-time", str(seconds),
+             "-www", "/").stdout  # fmt: skip
+    match = re.search(r"(\d+) connections in ([\d.]+) real seconds", out)
+    return (int(match.group(1)), float(match.group(2))) if match else (0, 1.0)
 
 
 async def ws_round_trips(port: int, seconds: int) -> float:
@@ -211,9 +231,40 @@ http {{ access_log off;
     ssl_session_cache shared:S:10m;
     location / {{ proxy_pass http://app; proxy_http_version 1.1;
       proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection $connection_upgrade;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto https;
       proxy_buffering off; }} }} }}
 """)
         return subprocess.Popen(["nginx", "-c", str(conf)])
+
+    def haproxy(ws: bool) -> subprocess.Popen[bytes]:
+        upstream = UPSTREAM_WS if ws else UPSTREAM_HTTP
+        conf = work / "haproxy.cfg"
+        conf.write_text(f"""
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  option forwardfor
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  timeout tunnel 60s
+frontend tls
+  bind 127.0.0.1:{PORTS["haproxy"]} ssl crt {combined_pem()}
+  http-request set-header X-Forwarded-Proto https
+  default_backend app
+backend app
+  server app 127.0.0.1:{upstream}
+""")
+        return subprocess.Popen(["haproxy", "-f", str(conf)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def combined_pem() -> Path:
+        pem = work / "combined.pem"
+        pem.write_bytes(cert.read_bytes() + key.read_bytes())
+        return pem
 
     def caddy(ws: bool) -> subprocess.Popen[bytes]:
         upstream = UPSTREAM_WS if ws else UPSTREAM_HTTP
@@ -235,8 +286,7 @@ https://127.0.0.1:{PORTS["caddy"]} {{
 
     def hitch(ws: bool) -> subprocess.Popen[bytes]:
         upstream = UPSTREAM_WS if ws else UPSTREAM_HTTP
-        pem = work / "hitch.pem"
-        pem.write_bytes(cert.read_bytes() + key.read_bytes())
+        pem = combined_pem()
         return subprocess.Popen(
             [
                 "hitch",
@@ -292,6 +342,7 @@ https://127.0.0.1:{PORTS["caddy"]} {{
 
     available = {
         "nginx": (nginx, "nginx"),
+        "haproxy": (haproxy, "haproxy"),
         "caddy": (caddy, "caddy"),
         "hitch": (hitch, "hitch"),
         "local-ssl-proxy": (local_ssl_proxy, "local-ssl-proxy"),
@@ -323,6 +374,12 @@ def measure(name: str, start: Callable[[bool], subprocess.Popen[bytes]], seconds
         result.figures.update({"req/s": rate, "p50 ms": p50, "p99 ms": p99,
                                "CPU us/req": used / total * 1e6})  # fmt: skip
         result.figures["new conn/s"] = wrk(base + "/", seconds, "-H", "Connection: close")[0]
+        cpu = cpu_seconds(proxy.pid)
+        handshakes, _ = s_time(port, seconds, "-new")
+        used = cpu_seconds(proxy.pid) - cpu
+        result.figures["CPU us/hs"] = used / handshakes * 1e6 if handshakes else float("nan")
+        resumed, took = s_time(port, seconds, "-reuse")
+        result.figures["resumed/s"] = resumed / took
         result.figures["16KiB/s"] = wrk(base + "/16k", seconds)[0]
         download = sh("curl", "-sk", "-o", "/dev/null", "-w", "%{http_code} %{speed_download}",
                       base + "/100m").stdout.split()  # fmt: skip
@@ -373,8 +430,8 @@ def main() -> int:
         finally:
             for process in upstream:
                 stop(process)
-    columns = ["req/s", "p50 ms", "p99 ms", "CPU us/req", "new conn/s", "16KiB/s", "WS rt/s",
-               "MB/s", "KiB/idle conn"]  # fmt: skip
+    columns = ["req/s", "p50 ms", "p99 ms", "CPU us/req", "new conn/s", "CPU us/hs", "resumed/s",
+               "16KiB/s", "WS rt/s", "MB/s", "KiB/idle conn"]  # fmt: skip
     print(f"{'proxy':16}" + "".join(f"{c:>15}" for c in columns))
     reference = results.get("nginx")
     for name, result in results.items():

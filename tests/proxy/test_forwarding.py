@@ -165,6 +165,20 @@ def test_pipelined_requests_are_answered_in_order(harness: Harness) -> None:
                 assert f'"/headers/{i}"'.encode() in read_response(tls)
 
 
+@pytest.mark.parametrize("sni", ["localhost", None])
+def test_http10_request_without_host_gets_one_upstream(harness: Harness, sni: str | None) -> None:
+    # HTTP/1.1 upstreams (nginx, for one) answer a request without Host with 400.
+    proxy = harness.start_proxy(str(harness.upstream.port))
+    context = ssl.create_default_context(cafile=str(harness.ca_file))
+    context.check_hostname = sni is not None
+    raw = socket.create_connection(("127.0.0.1", proxy.port))
+    with context.wrap_socket(raw, server_hostname=sni) as tls:
+        tls.sendall(b"GET /headers/old HTTP/1.0\r\n\r\n")
+        record = json.loads(read_response(tls).partition(b"\r\n\r\n")[2])
+    hosts = [v for k, v in record["headers"] if k.lower() == "host"]
+    assert hosts == [sni or f"127.0.0.1:{harness.upstream.port}"]
+
+
 def read_response(tls: ssl.SSLSocket) -> bytes:
     data = b""
     while b"\r\n\r\n" not in data:
