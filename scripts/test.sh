@@ -26,4 +26,9 @@ py=.venv/bin/python
 "$py" -m ruff check devtls tests scripts
 "$py" -m ruff format --check devtls tests scripts
 "$py" -m mypy
-exec "$py" -m pytest --cov=devtls --cov-report=term "$@"
+"$py" -m pytest --cov=devtls --cov-report=term "$@"
+if (($# == 0)); then
+    # The forwarder runs on uvloop where it is installed; its tests run again on asyncio's loop.
+    DEVTLS_EVENT_LOOP=asyncio "$py" -m pytest -q tests/proxy/test_forwarding.py \
+        tests/proxy/test_hostile.py
+fi

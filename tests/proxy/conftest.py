@@ -20,14 +20,15 @@ import websockets
 from aiohttp import web
 
 from devtls.config import ServeConfig, ServeOptions, build_config
-from devtls.proxy.server import RunningServer, shutdown, start
+from devtls.proxy.server import RunningServer, new_event_loop, shutdown, start
 
 T = TypeVar("T")
 
 
 class LoopThread:
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+        # The loop devtls serve runs on (uvloop, unless DEVTLS_EVENT_LOOP=asyncio).
+        self.loop = new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
 

@@ -214,3 +214,25 @@ def test_sigterm_with_an_open_websocket_exits_at_once(session_ca_dir: Path) -> N
         assert process.wait(10) == 0
         # Well below the 10 s drain timeout: tunnels are not waited for.
         assert closed_after < 5
+
+
+@pytest.mark.parametrize("choice", ["", "asyncio"])
+def test_event_loop_is_uvloop_unless_asked_for_asyncio(
+    monkeypatch: pytest.MonkeyPatch, choice: str
+) -> None:
+    import asyncio
+
+    from devtls.proxy.server import new_event_loop
+
+    monkeypatch.setenv("DEVTLS_EVENT_LOOP", choice)
+    loop = new_event_loop()
+    try:
+        kind = type(loop).__module__.split(".")[0]
+    finally:
+        loop.close()
+    if choice == "asyncio" or sys.platform == "win32":
+        assert kind == "asyncio"
+    else:
+        # uvloop is a dependency wherever it builds; CI must have it.
+        assert kind == "uvloop"
+    assert isinstance(loop, asyncio.AbstractEventLoop)
