@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
-import logging
 import os
 import secrets
 import socket
-import ssl
 import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -27,9 +25,9 @@ from devtls import _files
 from devtls.errors import CAError
 
 if TYPE_CHECKING:
-    from devtls.issue import LeafCert
+    import ssl
 
-log = logging.getLogger("devtls")
+    from devtls.issue import LeafCert
 
 CERT_FILE = "rootCA.pem"
 KEY_FILE = "rootCA-key.pem"
@@ -234,6 +232,8 @@ class LocalCA:
 
     def client_context(self) -> ssl.SSLContext:
         """An SSLContext for clients that trusts this CA (and only it)."""
+        import ssl  # not at the top: `devtls cert` starts faster without it
+
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
         context.load_verify_locations(cadata=self.cert_pem().decode("ascii"))
         return context
@@ -353,7 +353,9 @@ def _warn_if_key_exposed(key_path: Path) -> None:
         return
     mode = stat.S_IMODE(key_path.stat().st_mode)
     if mode & 0o077:
-        log.warning(
+        import logging  # only for this rare warning: `devtls cert` starts faster without it
+
+        logging.getLogger("devtls").warning(
             "%s is readable by other users (mode %04o); run: chmod 600 %s",
             key_path,
             mode,

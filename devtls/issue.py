@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import ssl
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from devtls import _files
 from devtls.ca import MAX_COMMON_NAME, KeyType, LocalCA, random_serial, signing_hash, user_and_host
 from devtls.errors import IssueError, UsageError
 from devtls.names import Name, NameKind, default_file_names, parse_names, wildcard_warnings
+
+if TYPE_CHECKING:
+    import ssl
 
 # Apple (https://support.apple.com/en-us/102028) rejects TLS server certificates valid for
 # more than 825 days, also under private roots; browsers follow the same rule. mkcert stays
@@ -82,6 +83,8 @@ class LeafCert:
         and Java >= 8u301 without flags; ``legacy`` gives mkcert's 3DES/SHA-1 encoding for
         older Windows and Java.
         """
+        from cryptography.hazmat.primitives.serialization import pkcs12
+
         if legacy:
             encryption = (
                 serialization.PrivateFormat.PKCS12.encryption_builder()
@@ -123,6 +126,9 @@ class LeafCert:
 
 def server_tls_context() -> ssl.SSLContext:
     """A server SSLContext with devtls's protocol floor and cipher suites, no certificate yet."""
+    # Imported here, as in server_context_from_pem: `devtls cert` starts faster without ssl.
+    import ssl
+
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_ciphers(MOZILLA_INTERMEDIATE_CIPHERS)
@@ -135,6 +141,8 @@ def server_tls_context() -> ssl.SSLContext:
 
 def server_context_from_pem(chain_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
     """A server context (devtls's TLS profile) for a PEM chain and key held in memory."""
+    import tempfile
+
     context = server_tls_context()
     with tempfile.TemporaryDirectory(prefix="devtls-") as tmp:
         # The ssl module loads keys only from files; the folder is private to this user.
