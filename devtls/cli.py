@@ -314,6 +314,15 @@ def serve(
             "--limit", metavar="NAME=VALUE", help="Override a timeout or limit (see README)."
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            metavar="N",
+            help="Processes sharing the port (Linux, SO_REUSEPORT). [default: 1]",
+            show_default=False,
+        ),
+    ] = None,
     acme: Annotated[
         bool | None,
         typer.Option(
@@ -403,6 +412,7 @@ def serve(
             tcp=tcp,
             quiet=quiet,
             limits=tuple(limit or ()),
+            workers=workers,
             config_file=config_file,
             acme=acme,
             acme_directory=acme_directory,

@@ -7,6 +7,7 @@ ConfigError naming the setting and an example of a good one.
 from __future__ import annotations
 
 import ipaddress
+import socket
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -147,6 +148,7 @@ class ServeConfig:
     quiet: bool = False
     limits: Limits = field(default_factory=Limits)
     acme: AcmeSettings | None = None
+    workers: int = 1
 
     @property
     def demo(self) -> bool:
@@ -298,6 +300,7 @@ _TOML_KEYS = {
     "quiet",
     "limits",
     "acme",
+    "workers",
 }
 _ACME_KEYS = {
     "enabled",
@@ -350,6 +353,7 @@ class ServeOptions:
     tcp: bool | None = None
     quiet: bool | None = None
     limits: tuple[str, ...] = ()
+    workers: int | None = None
     config_file: Path | None = None
     acme: bool | None = None
     acme_directory: str | None = None
@@ -390,6 +394,8 @@ def build_config(options: ServeOptions, cwd: Path | None = None) -> ServeConfig:
     key = pick(options.key_file, "key", str)
     tcp = pick(options.tcp, "tcp", bool) or False
     quiet = pick(options.quiet, "quiet", bool) or False
+    workers = pick(options.workers, "workers", int)
+    workers = 1 if workers is None else workers
     file_limits = file_data.get("limits") or {}
     if not isinstance(file_limits, dict):
         raise ConfigError(f"{config_file}: limits must be a table")
@@ -403,6 +409,7 @@ def build_config(options: ServeOptions, cwd: Path | None = None) -> ServeConfig:
             raise ConfigError(f"--name {name!r}: {exc}") from None
     if (cert is None) != (key is None):
         raise ConfigError("--cert and --key go together", "give both files, or neither")
+    _check_workers(workers)
     config = ServeConfig(
         listen=parse_address(str(listen)),
         upstream=parse_upstream(str(upstream)) if upstream is not None else None,
@@ -414,6 +421,7 @@ def build_config(options: ServeOptions, cwd: Path | None = None) -> ServeConfig:
         tcp=bool(tcp),
         quiet=bool(quiet),
         limits=replace(Limits(), **limit_values),  # type: ignore[arg-type] # checked in Limits
+        workers=workers,
     )
     if config.tcp and config.demo:
         raise ConfigError("--tcp needs an UPSTREAM", "e.g. devtls serve --tcp 5432")
@@ -429,8 +437,25 @@ def build_config(options: ServeOptions, cwd: Path | None = None) -> ServeConfig:
     if options.acme or (options.acme is None and acme_table.get("enabled")):
         if config.cert_file is not None:
             raise ConfigError("--acme and --cert cannot be used together", "choose one")
+        if config.workers > 1:
+            raise ConfigError(
+                "--acme runs in one process", "leave out --workers (one worker orders certificates)"
+            )
         config = replace(config, acme=_acme_settings(options, acme_table, config))
     return config
+
+
+MAX_WORKERS = 64
+
+
+def _check_workers(workers: int) -> None:
+    if isinstance(workers, bool) or not 1 <= workers <= MAX_WORKERS:
+        raise ConfigError(f"--workers {workers!r} is out of range", f"give 1 to {MAX_WORKERS}")
+    if workers > 1 and not (sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")):
+        raise ConfigError(
+            "--workers needs Linux (SO_REUSEPORT spreads connections only there)",
+            "leave out --workers",
+        )
 
 
 def _acme_settings(

@@ -147,6 +147,9 @@ def test_toml_and_flags(tmp_path: Path) -> None:
         ("[limits]\nidle_timeout = -1\n", "positive"),
         ("[limits]\nmax_connections = 1.5\n", "positive"),
         ("[limits]\nwhat = 1\n", "known NAME"),
+        ("workers = 0\n", "out of range"),
+        ("workers = true\n", "out of range"),
+        ("workers = 2.5\n", "wrong type"),
     ],
 )
 def test_bad_toml_is_one_clear_error(tmp_path: Path, toml: str, words: str) -> None:
@@ -165,3 +168,11 @@ def test_option_rules(tmp_path: Path) -> None:
         build_config(ServeOptions(names=("bad name",)), cwd=tmp_path)
     assert build_config(ServeOptions(), cwd=tmp_path).demo
     assert Limits().max_head_size == 32 * 1024
+    with pytest.raises(ConfigError, match="out of range"):
+        build_config(ServeOptions(workers=65), cwd=tmp_path)
+    with pytest.raises(ConfigError, match="--acme runs in one process"):
+        build_config(
+            ServeOptions(workers=2, acme=True, acme_agree_tos=True, routes=("a.example=3000",)),
+            cwd=tmp_path,
+        )
+    assert build_config(ServeOptions(workers=4), cwd=tmp_path).workers == 4

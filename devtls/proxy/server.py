@@ -8,11 +8,12 @@ import errno
 import logging
 import os
 import signal
+import socket
 import ssl
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from devtls.ca import LocalCA
 from devtls.config import Address, ServeConfig, Upstream
@@ -32,6 +33,7 @@ log = logging.getLogger("devtls")
 # Connections still busy this long after a stop signal are cut.
 DRAIN_POLL_SECONDS = 0.05
 LISTEN_BACKLOG = 1024
+ORPHAN_CHECK_SECONDS = 1.0
 
 
 @dataclass
@@ -77,9 +79,17 @@ def upstream_tls_context(ca: LocalCA | None) -> ssl.SSLContext:
 
 
 async def start(
-    config: ServeConfig, *, write_log: Callable[[str], None] = print_line
+    config: ServeConfig,
+    *,
+    write_log: Callable[[str], None] = print_line,
+    listen_sockets: list[socket.socket] | None = None,
+    primary: bool = True,
 ) -> RunningServer:
-    """Open every listener; raise DevtlsError (port in use, bad certificate) before serving."""
+    """Open every listener; raise DevtlsError (port in use, bad certificate) before serving.
+
+    ``listen_sockets`` are bound already (one worker of several); only the ``primary`` worker
+    opens the plain-HTTP listeners.
+    """
     loop = asyncio.get_running_loop()
     raise_open_file_limit()
     servers: list[asyncio.Server] = []
@@ -132,16 +142,22 @@ async def start(
         )
 
     try:
-        tls_server = await _listen(loop, protocol, config.listen)
-        servers.append(tls_server)
-        port = tls_server.sockets[0].getsockname()[1]
+        if listen_sockets is None:
+            servers.append(await _listen(loop, protocol, config.listen))
+        else:
+            for sock in listen_sockets:
+                servers.append(
+                    await loop.create_server(protocol, sock=sock, backlog=LISTEN_BACKLOG)
+                )
+        port = servers[-1].sockets[0].getsockname()[1]
         state.listen_port = port
-        if config.redirect_http is not None:
+        if primary and config.redirect_http is not None:
             servers.append(
                 await _listen(loop, lambda: RedirectProtocol(port, acme), config.redirect_http)
             )
         if (
-            acme is not None
+            primary
+            and acme is not None
             and acme.settings.challenge == "http-01"
             and acme.settings.http != config.redirect_http
         ):
@@ -189,18 +205,23 @@ async def _listen(
             factory, address.host or None, address.port, backlog=LISTEN_BACKLOG, reuse_address=True
         )
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise DevtlsError(
-                f"cannot listen on {address}: the address is already in use",
-                f"stop the other server or choose another port (--listen {address.url_host}:"
-                f"{address.port + 1})",
-            ) from None
-        if exc.errno == errno.EACCES:
-            raise DevtlsError(
-                f"cannot listen on {address}: permission denied",
-                "ports below 1024 need privileges; use a port like 8443",
-            ) from None
-        raise DevtlsError(f"cannot listen on {address}: {exc.strerror or exc}") from None
+        raise listen_error(address, exc) from None
+
+
+def listen_error(address: Address, exc: OSError) -> DevtlsError:
+    """The one-line error for a listener that cannot be opened, with what to do."""
+    if exc.errno == errno.EADDRINUSE:
+        return DevtlsError(
+            f"cannot listen on {address}: the address is already in use",
+            f"stop the other server or choose another port (--listen {address.url_host}:"
+            f"{address.port + 1})",
+        )
+    if exc.errno == errno.EACCES:
+        return DevtlsError(
+            f"cannot listen on {address}: permission denied",
+            "ports below 1024 need privileges; use a port like 8443",
+        )
+    return DevtlsError(f"cannot listen on {address}: {exc.strerror or exc}")
 
 
 def _banner(config: ServeConfig, port: int) -> list[str]:
@@ -219,6 +240,8 @@ def _banner(config: ServeConfig, port: int) -> list[str]:
         lines.append(f"devtls: {label} -> {config.upstream}")
     if config.redirect_http is not None:
         lines.append(f"devtls: http://{config.redirect_http} redirects to https")
+    if config.workers > 1:
+        lines.append(f"devtls: {config.workers} worker processes share port {port}")
     return lines
 
 
@@ -292,11 +315,21 @@ class RedirectProtocol(asyncio.Protocol):
 
 
 async def run(
-    config: ServeConfig, *, on_ready: Callable[[RunningServer], None] | None = None
+    config: ServeConfig,
+    *,
+    on_ready: Callable[[RunningServer], None] | None = None,
+    listen_sockets: list[socket.socket] | None = None,
+    parent_pid: int | None = None,
 ) -> int:
-    """Serve until SIGINT or SIGTERM, then drain (bounded) and return 0."""
-    running = await start(config)
+    """Serve until SIGINT or SIGTERM, then drain (bounded) and return 0.
+
+    A worker (``parent_pid`` given) prints no banner and also stops when its parent is gone.
+    """
+    running = await start(config, listen_sockets=listen_sockets, primary=parent_pid is None)
     loop = asyncio.get_running_loop()
+    if parent_pid is not None:
+        running.banner = []
+        _stop_when_orphaned(loop, running, parent_pid)
     installed: list[signal.Signals] = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows
@@ -314,6 +347,16 @@ async def run(
             loop.remove_signal_handler(signum)
         await shutdown(running)
     return 0
+
+
+def _stop_when_orphaned(
+    loop: asyncio.AbstractEventLoop, running: RunningServer, parent_pid: int
+) -> None:
+    # A parent killed with SIGKILL cannot stop its workers; they notice by being re-parented.
+    if os.getppid() != parent_pid:
+        running.stop()
+    elif not running.stopping.is_set():
+        loop.call_later(ORPHAN_CHECK_SECONDS, _stop_when_orphaned, loop, running, parent_pid)
 
 
 async def shutdown(running: RunningServer) -> None:
@@ -353,8 +396,16 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 def serve_forever(config: ServeConfig) -> int:
-    """Run the forwarder on a new event loop until it is stopped."""
+    """Run the forwarder until it is stopped: one process, or --workers of them."""
+    if config.workers > 1:
+        from devtls.proxy.workers import serve_with_workers
+
+        return serve_with_workers(config)
+    return run_on_new_loop(run(config))
+
+
+def run_on_new_loop(main: Coroutine[Any, Any, int]) -> int:
     if sys.version_info >= (3, 11):
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            return runner.run(run(config))
-    return asyncio.run(run(config))  # Python 3.10 cannot choose the loop without a policy
+            return runner.run(main)
+    return asyncio.run(main)  # Python 3.10 cannot choose the loop without a policy

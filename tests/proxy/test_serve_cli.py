@@ -6,11 +6,12 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -236,3 +237,103 @@ def test_event_loop_is_uvloop_unless_asked_for_asyncio(
         # uvloop is a dependency wherever it builds; CI must have it.
         assert kind == "uvloop"
     assert isinstance(loop, asyncio.AbstractEventLoop)
+
+
+def child_pids(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(stat[1]) == parent:
+                    found.append(int(entry.name))
+    return found
+
+
+def established_on(port: int, pid: int) -> int:
+    """How many established TCP connections to local ``port`` process ``pid`` holds."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == "01" and fields[9] in inodes:
+            count += 1
+    return count
+
+
+def wait_for(predicate: Callable[[], bool], seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+linux_only = pytest.mark.skipif(sys.platform != "linux", reason="--workers is Linux only")
+
+
+@linux_only
+def test_workers_share_the_port_and_stop_together(session_ca_dir: Path, upstream_port: int) -> None:
+    args = (str(upstream_port), "--listen", "127.0.0.1:0", "--workers", "3", "--quiet")
+    with serving(*args, caroot=session_ca_dir) as (process, lines):
+        port = int(lines[-1].split("localhost:")[1].split()[0])
+        assert wait_for(lambda: len(child_pids(process.pid)) == 2)
+        workers = [process.pid, *child_pids(process.pid)]
+        context = ssl.create_default_context(cafile=str(session_ca_dir / "rootCA.pem"))
+        held = []
+        try:
+            for _ in range(30):
+                tls = context.wrap_socket(
+                    socket.create_connection(("127.0.0.1", port)), server_hostname="localhost"
+                )
+                held.append(tls)
+                tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                answer = b""
+                while not answer.endswith(b"hello from upstream"):
+                    piece = tls.recv(65536)
+                    assert piece, answer
+                    answer += piece
+            # The kernel spread the 30 connections over the three processes.
+            assert all(established_on(port, pid) > 0 for pid in workers)
+        finally:
+            for tls in held:
+                tls.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0
+        assert not [pid for pid in workers[1:] if Path(f"/proc/{pid}").exists()]
+
+
+@linux_only
+def test_workers_stop_when_their_parent_is_killed(session_ca_dir: Path) -> None:
+    with serving("--listen", "127.0.0.1:0", "--workers", "2", caroot=session_ca_dir) as (
+        process,
+        _,
+    ):
+        assert wait_for(lambda: len(child_pids(process.pid)) == 1)
+        (worker,) = child_pids(process.pid)
+        process.kill()
+        process.wait(10)
+        # Re-parented (to init, which reaps it) and gone within the orphan check and a drain.
+        assert wait_for(lambda: not Path(f"/proc/{worker}").exists(), 15)
+
+
+def test_workers_port_in_use_is_one_error(session_ca_dir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "devtls", "serve", "--listen", f"127.0.0.1:{port}",
+             "--workers", "2"],
+            capture_output=True, text=True, timeout=60,
+            env={**os.environ, "CAROOT": str(session_ca_dir)}, check=False,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert "already in use" in result.stderr

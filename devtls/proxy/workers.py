@@ -1,0 +1,124 @@
+"""Several forwarder processes on one port (Linux): each has its own socket, SO_REUSEPORT.
+
+The parent binds every worker's socket before forking, so a port in use is one error before
+anything starts, and port 0 means the same port for all. The kernel spreads new connections
+over the sockets; a connection then stays with its worker. The parent is worker 0: it prints
+the banner, answers plain HTTP, and stops the others when it stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+
+from devtls.config import Address, ServeConfig
+from devtls.errors import DevtlsError
+from devtls.proxy.server import LISTEN_BACKLOG, listen_error, run, run_on_new_loop
+
+# After SIGTERM, a worker gets the drain time plus this before it is killed.
+STOP_GRACE_SECONDS = 5.0
+
+
+def bind_listeners(address: Address, count: int) -> list[list[socket.socket]]:
+    """``count`` groups of listening sockets, one socket per address ``address`` resolves to."""
+    groups: list[list[socket.socket]] = []
+    port = address.port
+    try:
+        infos = socket.getaddrinfo(
+            address.host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        for _ in range(count):
+            group: list[socket.socket] = []
+            groups.append(group)
+            for family, kind, proto, _name, sockaddr in infos:
+                sock = socket.socket(family, kind, proto)
+                group.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    # As asyncio does: an IPv6 socket does not also take the IPv4 port.
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                # Port 0: the first socket picks the port, every other one takes the same.
+                sock.bind((sockaddr[0], port, *sockaddr[2:]))
+                port = sock.getsockname()[1]
+                sock.listen(LISTEN_BACKLOG)
+                sock.setblocking(False)
+    except OSError as exc:
+        close_all(groups)
+        if isinstance(exc, socket.gaierror):
+            raise DevtlsError(f"cannot listen on {address}: {exc.strerror}") from None
+        raise listen_error(address, exc) from None
+    return groups
+
+
+def close_all(groups: list[list[socket.socket]]) -> None:
+    for group in groups:
+        for sock in group:
+            sock.close()
+
+
+def serve_with_workers(config: ServeConfig) -> int:
+    """Fork ``config.workers - 1`` workers, serve as worker 0, stop them all together."""
+    groups = bind_listeners(config.listen, config.workers)
+    parent = os.getpid()
+    children: list[int] = []
+    # Buffered output would otherwise be written once more by every child.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        for group in groups[1:]:
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the child; its exit status is tested
+                close_all([g for g in groups if g is not group])
+                os._exit(_worker(config, group, parent))
+            children.append(pid)
+        close_all(groups[1:])
+        return run_on_new_loop(run(config, listen_sockets=groups[0]))
+    finally:
+        close_all(groups[:1])
+        stop_workers(children, config.limits.drain_timeout + STOP_GRACE_SECONDS)
+
+
+def _worker(
+    config: ServeConfig, group: list[socket.socket], parent: int
+) -> int:  # pragma: no cover - runs in the child
+    try:
+        return run_on_new_loop(run(config, listen_sockets=group, parent_pid=parent))
+    except DevtlsError as exc:
+        print(f"devtls: error: worker {os.getpid()}: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        return 130
+    except BaseException:
+        traceback.print_exc()
+    return 1
+
+
+def stop_workers(pids: list[int], timeout: float) -> None:
+    """SIGTERM each worker, wait up to ``timeout`` for all, then kill the rest."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    remaining = set(pids)
+    deadline = time.monotonic() + timeout
+    while remaining:
+        for pid in list(remaining):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                remaining.discard(pid)
+        if not remaining:
+            return
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    for pid in remaining:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
