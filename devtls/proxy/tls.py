@@ -117,6 +117,7 @@ class TLSServerProtocol(asyncio.Protocol):
                 return
         chunks: list[bytes] = []
         eof = False
+        incoming = self._incoming
         try:
             while True:
                 chunk = sslobj.read(READ_CHUNK)
@@ -124,6 +125,9 @@ class TLSServerProtocol(asyncio.Protocol):
                     eof = True
                     break
                 chunks.append(chunk)
+                if not incoming.pending and not sslobj.pending():
+                    # Every record is decrypted: one more read would only raise SSLWantReadError.
+                    break
         except ssl.SSLWantReadError:
             pass
         except ssl.SSLZeroReturnError:
