@@ -48,7 +48,8 @@ class CertificateSource:
     ) -> None:
         self._ca = ca
         self._acme = acme
-        self._may_mint = may_mint
+        # Which names may get a minted certificate; the server sets it once it has its routes.
+        self.may_mint = may_mint
         self._tcp = tcp
         self._minted: OrderedDict[str, ssl.SSLContext] = OrderedDict()
         if cert_file is not None and key_file is not None:
@@ -85,7 +86,7 @@ class CertificateSource:
         if context is not None:
             self._minted.move_to_end(server_name)
             return context
-        if not self._may_mint(server_name):
+        if not self.may_mint(server_name):
             return None
         try:
             name = parse_name(server_name)

@@ -78,12 +78,46 @@ def upstream_tls_context(ca: LocalCA | None) -> ssl.SSLContext:
     return context
 
 
+@dataclass
+class Certificates:
+    """The CA and the certificate contexts, made before listening.
+
+    With --workers they are made once, before forking: every worker then holds the same TLS
+    session ticket keys, so a client resumes its session whichever worker it reaches.
+    """
+
+    ca: LocalCA | None
+    source: CertificateSource
+    acme: AcmeManager | None
+
+
+def prepare_certificates(
+    config: ServeConfig, write_log: Callable[[str], None] = print_line
+) -> Certificates:
+    ca: LocalCA | None = None
+    if config.cert_file is None:
+        ca, created = LocalCA.load_or_create()
+        if created:
+            log.warning("created a new local CA in %s; run 'devtls install' to trust it", ca.path)
+    acme = _acme_manager(config, ca, write_log)
+    source = CertificateSource(
+        names=config.certificate_names(),
+        ca=ca,
+        cert_file=config.cert_file,
+        key_file=config.key_file,
+        tcp=config.tcp,
+        acme=acme,
+    )
+    return Certificates(ca, source, acme)
+
+
 async def start(
     config: ServeConfig,
     *,
     write_log: Callable[[str], None] = print_line,
     listen_sockets: list[socket.socket] | None = None,
     primary: bool = True,
+    certificates: Certificates | None = None,
 ) -> RunningServer:
     """Open every listener; raise DevtlsError (port in use, bad certificate) before serving.
 
@@ -93,11 +127,9 @@ async def start(
     loop = asyncio.get_running_loop()
     raise_open_file_limit()
     servers: list[asyncio.Server] = []
-    ca: LocalCA | None = None
-    if config.cert_file is None:
-        ca, created = LocalCA.load_or_create()
-        if created:
-            log.warning("created a new local CA in %s; run 'devtls install' to trust it", ca.path)
+    if certificates is None:
+        certificates = prepare_certificates(config, write_log)
+    ca, certs, acme = certificates.ca, certificates.source, certificates.acme
     banner_config = config
     if config.demo:
         demo_server, demo_port = await start_demo_server()
@@ -106,16 +138,7 @@ async def start(
             config, upstream=Upstream("http", "127.0.0.1", demo_port, wants_tls_info=True)
         )
     router = Router(config.routes, config.upstream)
-    acme = _acme_manager(config, ca, write_log)
-    certs = CertificateSource(
-        names=config.certificate_names(),
-        ca=ca,
-        cert_file=config.cert_file,
-        key_file=config.key_file,
-        may_mint=router.serves_host,
-        tcp=config.tcp,
-        acme=acme,
-    )
+    certs.may_mint = router.serves_host
     needs_upstream_tls = any(
         u.scheme == "https" for u in [config.upstream, *(r.upstream for r in config.routes)] if u
     )
@@ -319,13 +342,19 @@ async def run(
     *,
     on_ready: Callable[[RunningServer], None] | None = None,
     listen_sockets: list[socket.socket] | None = None,
+    certificates: Certificates | None = None,
     parent_pid: int | None = None,
 ) -> int:
     """Serve until SIGINT or SIGTERM, then drain (bounded) and return 0.
 
     A worker (``parent_pid`` given) prints no banner and also stops when its parent is gone.
     """
-    running = await start(config, listen_sockets=listen_sockets, primary=parent_pid is None)
+    running = await start(
+        config,
+        listen_sockets=listen_sockets,
+        primary=parent_pid is None,
+        certificates=certificates,
+    )
     loop = asyncio.get_running_loop()
     if parent_pid is not None:
         running.banner = []

@@ -1,9 +1,10 @@
 """Several forwarder processes on one port (Linux): each has its own socket, SO_REUSEPORT.
 
-The parent binds every worker's socket before forking, so a port in use is one error before
-anything starts, and port 0 means the same port for all. The kernel spreads new connections
-over the sockets; a connection then stays with its worker. The parent is worker 0: it prints
-the banner, answers plain HTTP, and stops the others when it stops.
+The parent loads the CA, makes the certificate contexts and binds every worker's socket before
+forking: a port in use is one error before anything starts, port 0 means the same port for
+all, and all workers share the TLS session ticket keys (a client resumes with any of them).
+The kernel spreads new connections over the sockets; a connection then stays with its worker.
+The parent is worker 0: it prints the banner, answers plain HTTP, and stops the others.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ import traceback
 
 from devtls.config import Address, ServeConfig
 from devtls.errors import DevtlsError
-from devtls.proxy.server import LISTEN_BACKLOG, listen_error, run, run_on_new_loop
+from devtls.proxy.server import (
+    LISTEN_BACKLOG,
+    Certificates,
+    listen_error,
+    prepare_certificates,
+    run,
+    run_on_new_loop,
+)
 
 # After SIGTERM, a worker gets the drain time plus this before it is killed.
 STOP_GRACE_SECONDS = 5.0
@@ -64,6 +72,7 @@ def close_all(groups: list[list[socket.socket]]) -> None:
 
 def serve_with_workers(config: ServeConfig) -> int:
     """Fork ``config.workers - 1`` workers, serve as worker 0, stop them all together."""
+    certificates = prepare_certificates(config)
     groups = bind_listeners(config.listen, config.workers)
     parent = os.getpid()
     children: list[int] = []
@@ -75,20 +84,22 @@ def serve_with_workers(config: ServeConfig) -> int:
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child; its exit status is tested
                 close_all([g for g in groups if g is not group])
-                os._exit(_worker(config, group, parent))
+                os._exit(_worker(config, group, certificates, parent))
             children.append(pid)
         close_all(groups[1:])
-        return run_on_new_loop(run(config, listen_sockets=groups[0]))
+        return run_on_new_loop(run(config, listen_sockets=groups[0], certificates=certificates))
     finally:
         close_all(groups[:1])
         stop_workers(children, config.limits.drain_timeout + STOP_GRACE_SECONDS)
 
 
 def _worker(
-    config: ServeConfig, group: list[socket.socket], parent: int
+    config: ServeConfig, group: list[socket.socket], certificates: Certificates, parent: int
 ) -> int:  # pragma: no cover - runs in the child
     try:
-        return run_on_new_loop(run(config, listen_sockets=group, parent_pid=parent))
+        return run_on_new_loop(
+            run(config, listen_sockets=group, certificates=certificates, parent_pid=parent)
+        )
     except DevtlsError as exc:
         print(f"devtls: error: worker {os.getpid()}: {exc}", file=sys.stderr)
     except KeyboardInterrupt:

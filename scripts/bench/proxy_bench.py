@@ -17,6 +17,9 @@ echo server. The figures:
   WS rt/s           websocket echo round trips (20 connections, Python client)
   MB/s              one 100 MB download with curl
   KiB/idle conn     memory per idle TLS connection, 1,000 held open
+
+"devtls-w2" is devtls serve --workers 2 (two processes on one port, SO_REUSEPORT); its CPU
+and memory figures are those of both processes together.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ PORTS = {
     "hitch": 19445,
     "local-ssl-proxy": 19446,
     "devtls": 19447,
+    "devtls-w2": 19449,
 }
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -322,23 +326,16 @@ https://127.0.0.1:{PORTS["caddy"]} {{
             stderr=subprocess.DEVNULL,
         )
 
-    def devtls_serve(ws: bool) -> subprocess.Popen[bytes]:
+    def devtls_serve(ws: bool, name: str = "devtls", *extra: str) -> subprocess.Popen[bytes]:
         upstream = UPSTREAM_WS if ws else UPSTREAM_HTTP
         return subprocess.Popen(
-            [
-                *devtls,
-                "serve",
-                str(upstream),
-                "--quiet",
-                "--listen",
-                f"127.0.0.1:{PORTS['devtls']}",
-                "--cert",
-                str(cert),
-                "--key",
-                str(key),
-            ],
+            [*devtls, "serve", str(upstream), "--quiet", "--listen", f"127.0.0.1:{PORTS[name]}",
+             "--cert", str(cert), "--key", str(key), *extra],
             stdout=subprocess.DEVNULL,
-        )
+        )  # fmt: skip
+
+    def devtls_two_workers(ws: bool) -> subprocess.Popen[bytes]:
+        return devtls_serve(ws, "devtls-w2", "--workers", "2")
 
     available = {
         "nginx": (nginx, "nginx"),
@@ -347,6 +344,7 @@ https://127.0.0.1:{PORTS["caddy"]} {{
         "hitch": (hitch, "hitch"),
         "local-ssl-proxy": (local_ssl_proxy, "local-ssl-proxy"),
         "devtls": (devtls_serve, devtls[0]),
+        "devtls-w2": (devtls_two_workers, devtls[0]),
     }
     return {name: start for name, (start, binary) in available.items() if shutil.which(binary)}
 

@@ -337,3 +337,34 @@ def test_workers_port_in_use_is_one_error(session_ca_dir: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1
     assert "already in use" in result.stderr
+
+
+def get_with_session(
+    port: int, context: ssl.SSLContext, session: ssl.SSLSession | None
+) -> ssl.SSLSocket:
+    tls = context.wrap_socket(
+        socket.create_connection(("127.0.0.1", port)), server_hostname="localhost", session=session
+    )
+    tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    while tls.recv(65536):  # to the end: the session ticket comes after the handshake
+        pass
+    return tls
+
+
+@linux_only
+def test_sessions_resume_on_every_worker(session_ca_dir: Path, upstream_port: int) -> None:
+    args = (str(upstream_port), "--listen", "127.0.0.1:0", "--workers", "3", "--quiet")
+    with serving(*args, caroot=session_ca_dir) as (process, lines):
+        port = int(lines[-1].split("localhost:")[1].split()[0])
+        context = ssl.create_default_context(cafile=str(session_ca_dir / "rootCA.pem"))
+        first = get_with_session(port, context, None)
+        session = first.session
+        first.close()
+        resumed = []
+        for _ in range(12):  # with three workers, some of these reach another worker
+            tls = get_with_session(port, context, session)
+            resumed.append(tls.session_reused)
+            tls.close()
+        assert all(resumed)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0
