@@ -280,7 +280,7 @@ class RequestReader(_Reader):
         """The next event, or None when more bytes are needed."""
         if self._state is _State.HEAD:
             # RFC 9112 2.2: ignore empty lines before a request line.
-            while self._buffer[:2] == b"\r\n" or self._buffer[:1] == b"\n":
+            while self._buffer.startswith((b"\r\n", b"\n")):
                 del self._buffer[: 2 if self._buffer[:1] == b"\r" else 1]
             raw = self._take_head(431, self._max_request_line)
             if raw is None:
@@ -374,34 +374,29 @@ class ResponseReader(_Reader):
 
     def next_event(self) -> ResponseHead | Data | EndOfMessage | None:
         try:
-            return self._next()
-        except ProtocolError as exc:
-            # Whatever the upstream got wrong, the client is answered 502.
-            raise ProtocolError(f"upstream: {exc.message}", 502) from None
-
-    def _next(self) -> ResponseHead | Data | EndOfMessage | None:
-        if self._state is _State.HEAD:
+            if self._state is not _State.HEAD:
+                return None if self._state is _State.DONE else self._body_event()
             raw = self._take_head(502)
             if raw is None:
                 if self._eof and not self._buffer:
                     raise ProtocolError("closed the connection without a response", 502)
                 return None
             head = self._parse_head(*_split_start_line(raw))
-            if 100 <= head.status < 200:
-                # 1xx: informational, and the real response is still to come (101 aside).
-                self._state = _State.HEAD if head.status != 101 else _State.DONE
-                return head
-            if head.body is BodyKind.CHUNKED:
-                self._state = _State.CHUNK_SIZE
-            elif head.body is BodyKind.UNTIL_CLOSE:
-                self._state = _State.UNTIL_CLOSE
-            else:
-                self._state = _State.LENGTH
-                self._remaining = head.content_length
+        except ProtocolError as exc:
+            # Whatever the upstream got wrong, the client is answered 502.
+            raise ProtocolError(f"upstream: {exc.message}", 502) from None
+        if 100 <= head.status < 200:
+            # 1xx: informational, and the real response is still to come (101 aside).
+            self._state = _State.HEAD if head.status != 101 else _State.DONE
             return head
-        if self._state is _State.DONE:
-            return None
-        return self._body_event()
+        if head.body is BodyKind.CHUNKED:
+            self._state = _State.CHUNK_SIZE
+        elif head.body is BodyKind.UNTIL_CLOSE:
+            self._state = _State.UNTIL_CLOSE
+        else:
+            self._state = _State.LENGTH
+            self._remaining = head.content_length
+        return head
 
     def _parse_head(self, status_line: bytes, fields: bytes) -> ResponseHead:
         match = _STATUS_LINE.fullmatch(status_line)

@@ -156,6 +156,7 @@ async def start(
 
     def protocol() -> TLSServerProtocol:
         return TLSServerProtocol(
+            loop,
             certs.default_context,
             lambda: ClientConnection(state),
             handshake_timeout=config.limits.handshake_timeout,

@@ -40,6 +40,7 @@ class AlpnChallenges(Protocol):
 class TLSServerProtocol(asyncio.Protocol):
     def __init__(
         self,
+        loop: asyncio.AbstractEventLoop,
         context: ssl.SSLContext,
         app_factory: Callable[[], asyncio.Protocol],
         *,
@@ -48,6 +49,8 @@ class TLSServerProtocol(asyncio.Protocol):
         on_handshake_error: Callable[[str], None] | None = None,
         challenges: AlpnChallenges | None = None,
     ) -> None:
+        # Given, not looked up: asyncio.get_running_loop() costs a getpid() system call.
+        self._loop = loop
         self._challenges = challenges
         self._hello = bytearray()
         self._context = context
@@ -72,14 +75,10 @@ class TLSServerProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not derive from asyncio.Transport, so no isinstance here.
         self._transport = cast(asyncio.Transport, transport)
-        self._extra = {
-            "peername": transport.get_extra_info("peername"),
-            "sockname": transport.get_extra_info("sockname"),
-            "socket": transport.get_extra_info("socket"),
-        }
+        # Kept: the peer's address is still wanted for a log line after the socket is gone.
+        self._extra = {"peername": transport.get_extra_info("peername")}
         self._ssl = self._context.wrap_bio(self._incoming, self._outgoing, server_side=True)
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self._handshake_timeout, self._handshake_timed_out)
+        self._timer = self._loop.call_later(self._handshake_timeout, self._handshake_timed_out)
 
     def data_received(self, data: bytes) -> None:
         sslobj = self._ssl
@@ -228,7 +227,9 @@ class TLSServerProtocol(asyncio.Protocol):
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "ssl_object":
             return self._ssl
-        return self._extra.get(name, default)
+        if name in self._extra or self._transport is None:
+            return self._extra.get(name, default)
+        return self._transport.get_extra_info(name, default)
 
     # -- internals -------------------------------------------------------------------------
 

@@ -57,6 +57,9 @@ def snapshot() -> dict[str, object]:
 def system_store_guard(fresh_ca: LocalCA) -> Iterator[dict[str, object]]:
     """Snapshot before; whatever happens, the root is taken out again afterwards."""
     require_debian_root()
+    # A store seeded by hand (a regular file in /etc/ssl/certs, a keystore without it) is
+    # normalised by any update-ca-certificates run, devtls's or not; start from that state.
+    run("update-ca-certificates")
     before = snapshot()
     yield before
     store = LinuxSystemStore()
