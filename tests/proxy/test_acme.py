@@ -8,6 +8,7 @@ uses a leaf from the test CA, which devtls trusts because it is the devtls root.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -27,9 +28,16 @@ from tests.proxy.conftest import Harness
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports: the probes stay open until all are chosen, so none repeats."""
+    with contextlib.ExitStack() as stack:
+        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
 
 
 @dataclass
@@ -56,8 +64,7 @@ def pebble(
     leaf = ca.issue("localhost", "127.0.0.1", key_type="ecdsa")
     cert, key = tmp_path / "pebble-cert.pem", tmp_path / "pebble-key.pem"
     leaf.write_pem(cert, key)
-    api, management, dns, dns_management = (free_port() for _ in range(4))
-    tls_port, http_port = free_port(), free_port()
+    api, management, dns, dns_management, tls_port, http_port = free_ports(6)
     config = tmp_path / "pebble.json"
     config.write_text(json.dumps({"pebble": {
         "listenAddress": f"127.0.0.1:{api}",
