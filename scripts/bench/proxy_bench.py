@@ -57,6 +57,16 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 @dataclass
 class Result:
     figures: dict[str, float] = field(default_factory=dict)
+    protocol: str = "?"
+
+
+def negotiated(port: int) -> str:
+    """The TLS version a default client gets: every peer must be compared on the same one."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port)) as raw, context.wrap_socket(raw) as tls:
+        return tls.version() or "?"
 
 
 def sh(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -232,7 +242,7 @@ http {{ access_log off;
   upstream app {{ server 127.0.0.1:{upstream}; keepalive 64; }}
   map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
   server {{ listen 127.0.0.1:{PORTS["nginx"]} ssl; ssl_certificate {cert}; ssl_certificate_key {key};
-    ssl_session_cache shared:S:10m;
+    ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:S:10m;
     location / {{ proxy_pass http://app; proxy_http_version 1.1;
       proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection $connection_upgrade;
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
@@ -365,6 +375,7 @@ def measure(name: str, start: Callable[[bool], subprocess.Popen[bytes]], seconds
     proxy = start(False)
     try:
         wait_port(port)
+        result.protocol = negotiated(port)
         wrk(base + "/", 1)  # warm-up
         cpu = cpu_seconds(proxy.pid)
         rate, p50, p99, total = wrk(base + "/", seconds)
@@ -430,7 +441,7 @@ def main() -> int:
                 stop(process)
     columns = ["req/s", "p50 ms", "p99 ms", "CPU us/req", "new conn/s", "CPU us/hs", "resumed/s",
                "16KiB/s", "WS rt/s", "MB/s", "KiB/idle conn"]  # fmt: skip
-    print(f"{'proxy':16}" + "".join(f"{c:>15}" for c in columns))
+    print(f"{'proxy, TLS':24}" + "".join(f"{c:>15}" for c in columns))
     reference = results.get("nginx")
     for name, result in results.items():
         cells = []
@@ -440,7 +451,7 @@ def main() -> int:
             if reference is not None and reference.figures.get(column):
                 ratio = f" ({value / reference.figures[column]:.2f}x)"
             cells.append(f"{value:.0f}{ratio}" if value >= 10 else f"{value:.2f}{ratio}")
-        print(f"{name:16}" + "".join(f"{c:>15}" for c in cells))
+        print(f"{name + ' ' + result.protocol:24}" + "".join(f"{c:>15}" for c in cells))
     print("(ratios are to nginx with 1 worker, measured in this same run)")
     return 0
 
