@@ -2,6 +2,7 @@
 
 Usage: python scripts/bench/cert_bench.py [--runs 20]
 Needs hyperfine and mkcert (Debian packages of the same names); both use one shared CA.
+It also times the start-up floor: the interpreter, then the imports `devtls cert` needs.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def main() -> int:
             )  # fmt: skip
             data = json.loads(export.read_text())["results"]
             results[label] = {name: data[i]["median"] for i, name in enumerate(commands)}
+        floor = start_up_floor(workdir, env, args.runs)
     print(f"{'key':6} {'mkcert ms':>10} {'devtls ms':>10} {'devtls/mkcert':>14}")
     for label, medians in results.items():
         ratio = medians["devtls"] / medians["mkcert"]
@@ -59,7 +61,29 @@ def main() -> int:
             f"{label:6} {medians['mkcert'] * 1000:10.1f} {medians['devtls'] * 1000:10.1f} "
             f"{ratio:13.2f}x"
         )
+    print("\nWhat any Python CLI pays before its own work (median ms):")
+    for what, seconds in floor.items():
+        print(f"  {what:32} {seconds * 1000:6.1f}")
     return 0
+
+
+def start_up_floor(workdir: Path, env: dict[str, str], runs: int) -> dict[str, float]:
+    """Interpreter start, and the imports devtls cert cannot do without, as whole processes."""
+    python = sys.executable
+    steps = {
+        "python -c pass": "pass",
+        "+ import cryptography.x509": "import cryptography.x509",
+        "+ import typer": "import cryptography.x509, typer",
+        "+ import devtls.cli, devtls.issue": "import devtls.cli, devtls.issue",
+    }
+    export = workdir / "floor.json"
+    subprocess.run(
+        ["hyperfine", "-N", "--warmup", "3", "--runs", str(runs), "--export-json", str(export),
+         "--style", "none", *[f"{python} -c '{code}'" for code in steps.values()]],
+        cwd=workdir, env=env, check=True, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    data = json.loads(export.read_text())["results"]
+    return {what: data[i]["median"] for i, what in enumerate(steps)}
 
 
 if __name__ == "__main__":
