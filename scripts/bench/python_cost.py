@@ -1,0 +1,202 @@
+"""The forwarder's own Python cost, with no sockets: what optimising devtls itself can win.
+
+Usage: python scripts/bench/python_cost.py [--requests 50000] [--connections 2000]
+
+Per request: a client connection and a pooled upstream connection on fake transports; each
+round feeds one keep-alive request and its response through them. Per connection: a TLS
+handshake over memory BIOs, one request, close; once on a bare ``ssl.SSLObject`` (what OpenSSL
+costs anyway) and once through devtls's TLS layer and forwarder, with a leaf from a throwaway
+CA. Nothing here is a test: compare runs on one machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ssl
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from devtls.ca import LocalCA
+from devtls.config import ServeConfig, Upstream
+from devtls.proxy.certs import CertificateSource
+from devtls.proxy.connection import ClientConnection, ServerState, UpstreamConnection
+from devtls.proxy.routes import Router
+from devtls.proxy.tls import TLSServerProtocol
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: localhost:8443\r\n\r\n"
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 30 Nov 2026 19:00:00 GMT\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
+)
+UPSTREAM = Upstream("http", "127.0.0.1", 3000)
+
+
+class FakeTransport:
+    """Keeps what is written; reports a loopback peer."""
+
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.out.append(bytes(data))
+
+    def writelines(self, pieces: list[bytes]) -> None:
+        self.out.extend(pieces)
+
+    def write_eof(self) -> None:
+        pass
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 50000) if name == "peername" else default
+
+
+def server_with_pooled_upstream() -> tuple[ServerState, UpstreamConnection]:
+    state = ServerState(
+        config=ServeConfig(upstream=UPSTREAM, quiet=True), router=Router((), UPSTREAM)
+    )
+    upstream = UpstreamConnection(state.pool, str(UPSTREAM))
+    upstream.connection_made(FakeTransport())  # type: ignore[arg-type]
+    state.pool.release(upstream, reusable=True)
+    return state, upstream
+
+
+async def per_request(rounds: int) -> float:
+    state, upstream = server_with_pooled_upstream()
+    client = ClientConnection(state)
+    transport = FakeTransport()
+    client.connection_made(transport)  # type: ignore[arg-type]
+    started = time.perf_counter()
+    for _ in range(rounds):
+        client.data_received(REQUEST)
+        upstream.data_received(RESPONSE)
+    elapsed = time.perf_counter() - started
+    if not transport.out[-1].endswith(b"ok"):
+        raise RuntimeError(f"unexpected answer: {transport.out[-3:]!r}")
+    return elapsed / rounds
+
+
+async def per_connection(rounds: int, context: ssl.SSLContext, *, forwarder: bool) -> float:
+    """Server-side seconds per connection (the client's own work is not counted)."""
+    loop = asyncio.get_running_loop()
+    state, upstream = server_with_pooled_upstream()
+    client_context = ssl.create_default_context()
+    client_context.check_hostname = False
+    client_context.verify_mode = ssl.CERT_NONE
+    client_time = 0.0
+    started = time.perf_counter()
+    for _ in range(rounds):
+        c_in, c_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tick = time.perf_counter()
+        client = client_context.wrap_bio(c_in, c_out, server_hostname="localhost")
+        _step(client.do_handshake)
+        hello = c_out.read()
+        client_time += time.perf_counter() - tick
+        if forwarder:
+            transport = FakeTransport()
+            protocol = TLSServerProtocol(
+                loop, context, lambda: ClientConnection(state), handshake_timeout=10
+            )
+            protocol.connection_made(transport)  # type: ignore[arg-type]
+            protocol.data_received(hello)
+            flight = b"".join(transport.out)
+            transport.out.clear()
+        else:
+            s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+            server = context.wrap_bio(s_in, s_out, server_side=True)
+            s_in.write(hello)
+            _step(server.do_handshake)
+            flight = s_out.read()
+        tick = time.perf_counter()
+        c_in.write(flight)
+        client.do_handshake()
+        client.write(REQUEST)
+        finished = c_out.read()
+        client_time += time.perf_counter() - tick
+        if forwarder:
+            protocol.data_received(finished)
+            upstream.data_received(RESPONSE)
+            protocol.close()
+            protocol.connection_lost(None)
+            answer = b"".join(transport.out)
+        else:
+            s_in.write(finished)
+            server.do_handshake()
+            server.read(65536)
+            server.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            _step(server.unwrap)
+            answer = s_out.read()
+        tick = time.perf_counter()
+        c_in.write(answer)
+        if not _read_all(client).endswith(b"ok"):
+            raise RuntimeError("no answer over TLS")
+        client_time += time.perf_counter() - tick
+    return (time.perf_counter() - started - client_time) / rounds
+
+
+def _step(operation: Any) -> None:
+    with contextlib.suppress(ssl.SSLWantReadError):
+        operation()
+
+
+def _read_all(tls: ssl.SSLObject) -> bytes:
+    data = b""
+    try:
+        while chunk := tls.read(65536):
+            data += chunk
+    except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+        pass
+    return data
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=50000)
+    parser.add_argument("--connections", type=int, default=2000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        leaf = LocalCA.generate().issue("localhost", key_type="rsa")
+        cert, key = Path(tmp) / "leaf.pem", Path(tmp) / "leaf-key.pem"
+        leaf.write_pem(cert, key)
+        context = CertificateSource(names=(), ca=None, cert_file=cert, key_file=key).default_context
+        request = asyncio.run(per_request(args.requests))
+        bare = asyncio.run(per_connection(args.connections, context, forwarder=False))
+        full = asyncio.run(per_connection(args.connections, context, forwarder=True))
+    print(f"per keep-alive request, devtls's Python:       {request * 1e6:7.1f} us")
+    print(f"per TLS connection, bare ssl.SSLObject:         {bare * 1e6:7.1f} us")
+    print(f"per TLS connection, through devtls:             {full * 1e6:7.1f} us")
+    print(f"  devtls's share of a connection:               {(full - bare) * 1e6:7.1f} us")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
