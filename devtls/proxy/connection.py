@@ -343,7 +343,7 @@ class ClientConnection(_FlowControlled):
         if not head.host:
             # An HTTP/1.0 client may leave Host out; HTTP/1.1, which we speak upstream, may
             # not (RFC 9112 3.2). The name the client asked TLS for is the next best thing.
-            headers.append((b"Host", host or _authority_host(upstream)))
+            headers.insert(0, (b"Host", host or _authority_host(upstream)))
         node = b'"[%s]"' % ip if b":" in ip else ip
         this_hop = b'for=%s;host="%s";proto=https' % (node, host)
         headers += [
