@@ -126,7 +126,7 @@ class LeafCert:
 
 def server_tls_context() -> ssl.SSLContext:
     """A server SSLContext with devtls's protocol floor and cipher suites, no certificate yet."""
-    # Imported here, as in server_context_from_pem: `devtls cert` starts faster without ssl.
+    # Imported here, not at the top: `devtls cert` starts faster without ssl.
     import ssl
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

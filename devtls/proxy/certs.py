@@ -42,14 +42,14 @@ class CertificateSource:
         ca: LocalCA | None,
         cert_file: Path | None = None,
         key_file: Path | None = None,
-        may_mint: Callable[[str], bool] = lambda _name: False,
         tcp: bool = False,
         acme: AcmeContexts | None = None,
     ) -> None:
         self._ca = ca
         self._acme = acme
-        # Which names may get a minted certificate; the server sets it once it has its routes.
-        self.may_mint = may_mint
+        # Which names may get a minted certificate: none until the server, once it knows its
+        # routes, says which.
+        self.may_mint: Callable[[str], bool] = lambda _name: False
         self._tcp = tcp
         self._minted: OrderedDict[str, ssl.SSLContext] = OrderedDict()
         if cert_file is not None and key_file is not None:
