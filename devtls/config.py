@@ -206,7 +206,8 @@ def parse_upstream(text: str, what: str = "UPSTREAM") -> Upstream:
     if not text:
         raise ConfigError(f"{what} is empty", "use a port like 3000, host:port, a URL or unix:PATH")
     if text.isdigit():
-        return Upstream("http", "127.0.0.1", parse_port(text, what))
+        # localhost: 127.0.0.1 or ::1, whichever the dev server listens on.
+        return Upstream("http", "localhost", parse_port(text, what))
     if text.startswith("unix:"):
         path = text[len("unix:") :]
         if path.startswith("//"):
@@ -216,7 +217,7 @@ def parse_upstream(text: str, what: str = "UPSTREAM") -> Upstream:
         return Upstream("unix", socket_path=path)
     if "://" not in text:
         address = parse_address(text, what, listening=False)
-        return Upstream("http", address.host or "127.0.0.1", address.port)
+        return Upstream("http", address.host or "localhost", address.port)
     try:
         parts = urlsplit(text)
         port = parts.port

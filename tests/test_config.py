@@ -27,7 +27,7 @@ from devtls.proxy.routes import (
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("3000", Upstream("http", "127.0.0.1", 3000)),
+        ("3000", Upstream("http", "localhost", 3000)),
         ("app.test:8080", Upstream("http", "app.test", 8080)),
         ("[::1]:3000", Upstream("http", "::1", 3000)),
         ("http://127.0.0.1:3000", Upstream("http", "127.0.0.1", 3000)),
@@ -123,7 +123,7 @@ def test_toml_and_flags(tmp_path: Path) -> None:
     )
     config = build_config(ServeOptions(), cwd=tmp_path)
     assert config.listen == Address("127.0.0.1", 9443)
-    assert config.upstream == Upstream("http", "127.0.0.1", 3000)
+    assert config.upstream == Upstream("http", "localhost", 3000)
     assert config.quiet
     assert config.limits.idle_timeout == 5
     assert config.limits.max_connections == 10

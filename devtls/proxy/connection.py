@@ -18,10 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
-from devtls.config import Route, ServeConfig, Upstream
+from devtls.config import ServeConfig, Upstream
 from devtls.errors import ProtocolError
-from devtls.proxy import http1
+from devtls.proxy import forwarding, http1
 from devtls.proxy.certs import SNI_ATTRIBUTE
+from devtls.proxy.forwarding import ClientSide
 from devtls.proxy.http1 import END, BodyKind, Data, RequestHead, ResponseHead
 from devtls.proxy.routes import Router, upstream_target
 
@@ -33,19 +34,13 @@ IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"
 # before the upstream drops it, which keeps reuse races rare.
 UPSTREAM_IDLE_SECONDS = 4.0
 MAX_IDLE_PER_UPSTREAM = 64
+# What "localhost" means for an upstream, in the order tried (as Node and curl resolve it).
+LOOPBACK_HOSTS = ("127.0.0.1", "::1")
 # Bytes of pipelined or early request data held while the current exchange runs.
 MAX_CLIENT_BACKLOG = 64 * 1024
 # Write-buffer marks: above HIGH the other side stops reading until below LOW.
 WRITE_HIGH_WATER = 256 * 1024
 WRITE_LOW_WATER = 64 * 1024
-# Request fields never passed on as they came: hop-by-hop ones, those devtls sets itself, and
-# Expect (devtls answers 100-continue).
-_NOT_FORWARDED = http1.HOP_BY_HOP | {
-    b"x-forwarded-proto",
-    b"x-forwarded-host",
-    b"x-forwarded-port",
-    b"expect",
-}
 
 
 class Transport(Protocol):
@@ -272,7 +267,8 @@ class ClientConnection(_FlowControlled):
                     self.gate.resume(BACKLOG)
                 return
             transport = upstream.transport
-            assert transport is not None
+            if transport is None or transport.is_closing():
+                return  # its connection_lost is on the way, and decides what happens
             if isinstance(event, Data):
                 self.request_bytes_sent += len(event.data)
                 if request.body is BodyKind.CHUNKED:
@@ -310,63 +306,26 @@ class ClientConnection(_FlowControlled):
             # A request without a body ends with its head: take the reader's END now.
             end = self.reader.next_event()
             assert end is END
-        target = head.target.decode("latin-1")
-        host = head.host.decode("latin-1") or (self.sni or "")
-        route, upstream = self.state.router.match(host, target.partition("?")[0])
+        host = head.host.decode("ascii") or (self.sni or "")
+        route, upstream = self.state.router.match(host, head.path.decode("latin-1"))
         if upstream is None:
             self._respond_locally(404, self._no_route_page(host), close=False)
             return
         self.route_upstream = upstream
-        self.head_bytes = self._upstream_head(head, route, upstream, target)
+        target = upstream_target(route, upstream, head.target.decode("latin-1"))
+        self.head_bytes = forwarding.upstream_request_head(
+            head, target.encode("latin-1"), self._client_side(upstream), upstream
+        )
         self.state.pool.acquire(upstream, self)
 
-    def _upstream_head(
-        self, head: RequestHead, route: Route | None, upstream: Upstream, target: str
-    ) -> bytes:
-        tokens = head.connection_tokens
-        headers: http1.Headers = []
-        forwarded_for = b""
-        forwarded = b""
-        for name, value in head.headers:
-            lower = name.lower()
-            if lower in _NOT_FORWARDED or lower in tokens:
-                continue
-            if lower == b"x-forwarded-for":
-                forwarded_for = forwarded_for + b", " + value if forwarded_for else value
-                continue
-            if lower == b"forwarded":
-                forwarded = forwarded + b", " + value if forwarded else value
-                continue
-            headers.append((name, value))
-        ip = self.client_ip.encode()
-        host = head.host or (self.sni or "").encode()
-        if not head.host:
-            # An HTTP/1.0 client may leave Host out; HTTP/1.1, which we speak upstream, may
-            # not (RFC 9112 3.2). The name the client asked TLS for is the next best thing.
-            headers.insert(0, (b"Host", host or _authority_host(upstream)))
-        node = b'"[%s]"' % ip if b":" in ip else ip
-        this_hop = b'for=%s;host="%s";proto=https' % (node, host)
-        headers += [
-            (b"X-Forwarded-For", forwarded_for + b", " + ip if forwarded_for else ip),
-            (b"X-Forwarded-Proto", b"https"),
-            (b"X-Forwarded-Host", host),
-            (b"X-Forwarded-Port", b"%d" % self.state.listen_port),
-            (b"Forwarded", forwarded + b", " + this_hop if forwarded else this_hop),
-        ]
-        if head.body is BodyKind.CHUNKED:
-            headers.append((b"Transfer-Encoding", b"chunked"))
-        if head.upgrade is not None:
-            headers += [(b"Connection", b"Upgrade"), (b"Upgrade", head.upgrade)]
+    def _client_side(self, upstream: Upstream) -> ClientSide:
+        tls = None
         if upstream.wants_tls_info and self.transport is not None:
             sslobj = self.transport.get_extra_info("ssl_object")
             if sslobj is not None:
                 cipher = sslobj.cipher()
-                headers += [
-                    (b"X-Devtls-Tls-Version", (sslobj.version() or "").encode()),
-                    (b"X-Devtls-Tls-Cipher", (cipher[0] if cipher else "").encode()),
-                ]
-        path = upstream_target(route, upstream, target).encode("latin-1")
-        return http1.encode_head(b"%s %s HTTP/1.1" % (head.method, path), headers)
+                tls = (sslobj.version() or "", cipher[0] if cipher else "")
+        return ClientSide(self.client_ip, self.sni, self.state.listen_port, tls)
 
     # -- the upstream side (called by UpstreamConnection and the pool) --------------------
 
@@ -375,11 +334,15 @@ class ClientConnection(_FlowControlled):
         if self.closed or self.request is None:
             self.state.pool.release(upstream, reusable=True)
             return
+        transport = upstream.transport
+        if upstream.closed or transport is None or transport.is_closing():
+            # Reset between accept and write (an upstream restarting): nothing was sent.
+            self.upstream_lost(upstream, nothing_sent=True)
+            return
         self.upstream = upstream
         upstream.attach(self)
         request = self.request
-        assert upstream.transport is not None
-        upstream.transport.write(self.head_bytes)
+        transport.write(self.head_bytes)
         if request.expect_continue and not self.request_done and request.http11:
             # We asked the upstream for nothing; the client may send its body now.
             self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -387,14 +350,27 @@ class ClientConnection(_FlowControlled):
             self.gate.resume(CONNECTING)
         self._advance()
 
-    def upstream_failed(self, upstream: Upstream, exc: BaseException) -> None:
+    def upstream_failed(
+        self, upstream: Upstream, exc: BaseException, tried: tuple[str, ...] = ()
+    ) -> None:
         if self.closed or self.request is None:
             return
-        status, message = describe_upstream_failure(upstream, exc)
+        status, message = describe_upstream_failure(upstream, exc, tried)
         log.warning("upstream %s: %s", upstream.authority, message)
         self._respond_locally(status, message.encode() + b"\n", close=not self.request_done)
 
-    def upstream_lost(self, upstream: UpstreamConnection) -> None:
+    def fail_locally(self) -> None:
+        """An unexpected fault while forwarding: a 502 if nothing was answered yet, then close."""
+        if self.closed:
+            return
+        if self.request is not None and not self.response_status:
+            self.upstream = None
+            message = b"devtls: forwarding failed (see devtls's log)\n"
+            self._respond_locally(502, message, close=True)
+        else:
+            self._abort()
+
+    def upstream_lost(self, upstream: UpstreamConnection, *, nothing_sent: bool = False) -> None:
         """The upstream closed or failed before the response was complete."""
         self.upstream = None
         if self.closed:
@@ -409,18 +385,20 @@ class ClientConnection(_FlowControlled):
         request = self.request
         if (
             request is not None
-            and upstream.reused
             and not self.retried
-            and request.method in IDEMPOTENT
-            and self.request_bytes_sent == 0
             and self.route_upstream is not None
+            and (nothing_sent or (upstream.reused and request.method in IDEMPOTENT))
+            and self.request_bytes_sent == 0
         ):
-            # The pooled connection was closed by the upstream as we reused it: the request
-            # never reached the application, so sending it once more is safe.
+            # The request never reached the application: not a byte of it was written, or
+            # the pooled connection was closed by the upstream as we reused it (then only
+            # an idempotent request is sent again). Once is enough.
             self.retried = True
             self.state.pool.acquire(self.route_upstream, self, fresh=True)
             return
-        assert self.route_upstream is not None
+        if request is None or self.route_upstream is None:
+            self.close()
+            return
         self._respond_locally(
             502,
             f"devtls: the upstream {self.route_upstream.authority} closed the connection "
@@ -432,50 +410,21 @@ class ClientConnection(_FlowControlled):
         request = self.request
         assert request is not None
         if head.status < 200 and head.status != 101:
-            if request.http11 and head.status != 100:
-                self._write(self._response_head(head, informational=True))
+            informational = forwarding.informational_head(request, head)
+            if informational is not None:
+                self._write(informational)
             return
-        self.response_status = head.status
         if head.status == 101:
-            if request.upgrade is None:
-                raise ProtocolError("upstream switched protocols without being asked", 502)
-            self._write(self._response_head(head, informational=True))
+            switching = forwarding.switching_head(request, head)  # 502 when not asked for
+            self.response_status = 101
+            self._write(switching)
             self._start_tunnel()
             return
-        self._write(self._response_head(head))
-
-    def _response_head(self, head: ResponseHead, *, informational: bool = False) -> bytes:
-        request = self.request
-        assert request is not None
-        tokens = head.connection_tokens
-        headers = [
-            (n, v)
-            for n, v in head.headers
-            if (lower := n.lower()) not in http1.HOP_BY_HOP and lower not in tokens
-        ]
-        start = b"HTTP/1.1 %d %s" % (head.status, head.reason)
-        if informational:
-            if head.status == 101:
-                upgrade = next((v for n, v in head.headers if n.lower() == b"upgrade"), None)
-                headers += [
-                    (b"Connection", b"Upgrade"),
-                    (b"Upgrade", upgrade or request.upgrade or b""),
-                ]
-            return http1.encode_head(start, headers)
-        keep_alive = request.keep_alive and not self.state.draining
-        self.response_chunked = False
-        if head.body in (BodyKind.CHUNKED, BodyKind.UNTIL_CLOSE):
-            if request.http11:
-                headers.append((b"Transfer-Encoding", b"chunked"))
-                self.response_chunked = True
-            else:
-                keep_alive = False
-        self.response_keep_alive = keep_alive
-        if not keep_alive:
-            headers.append((b"Connection", b"close"))
-        elif not request.http11:
-            headers.append((b"Connection", b"keep-alive"))
-        return http1.encode_head(start, headers)
+        start = forwarding.final_head(request, head, draining=self.state.draining)
+        self.response_status = head.status
+        self.response_chunked = start.chunked
+        self.response_keep_alive = start.keep_alive
+        self._write(start.data)
 
     def on_response_data(self, data: bytes) -> None:
         self.response_bytes += len(data)
@@ -504,7 +453,9 @@ class ClientConnection(_FlowControlled):
             return
         self.reader.next_message()
         if self.gate is not None:
-            self.gate.resume(BACKLOG)
+            # Whatever paused reading for this exchange (a pending connect, a backlog) is
+            # over: the next request must be read, or the client hangs.
+            self.gate.resume(BACKLOG | CONNECTING)
         self._arm_timer(self.state.config.limits.idle_timeout)
         self._advance()
 
@@ -563,7 +514,11 @@ class ClientConnection(_FlowControlled):
     def _respond_locally(self, status: int, body: bytes, *, close: bool) -> None:
         request = self.request
         assert request is not None
-        keep_alive = request.keep_alive and not close and not self.state.draining
+        # A request whose body is still coming cannot be told apart from the next request:
+        # the connection ends, and the answer says so.
+        keep_alive = (
+            request.keep_alive and not close and not self.state.draining and self.request_done
+        )
         self.response_status = status
         self.response_bytes = len(body)
         self._write(
@@ -571,9 +526,6 @@ class ClientConnection(_FlowControlled):
                 status, body, close=not keep_alive, head_only=request.method == b"HEAD"
             )
         )
-        if keep_alive and not self.request_done:
-            # The request's body is still coming: read and drop it before the next request.
-            keep_alive = False
         self._finish_exchange(keep_alive=keep_alive)
 
     def _refuse(self, exc: ProtocolError) -> None:
@@ -599,7 +551,7 @@ class ClientConnection(_FlowControlled):
         ms = (time.perf_counter() - self.started) * 1000
         self.state.write_log(
             f'{self.client_ip} "{request.method.decode()} {request.host.decode()}'
-            f'{request.target.decode("latin-1")}" {self.response_status} '
+            f'{request.target.decode("ascii", "backslashreplace")}" {self.response_status} '
             f"{self.response_bytes}B {ms:.1f}ms"
         )
 
@@ -870,6 +822,8 @@ class UpstreamPool:
         self.idle: dict[str, list[UpstreamConnection]] = {}
         self.pending: set[asyncio.Task[None]] = set()
         self.sweeper: asyncio.TimerHandle | None = None
+        # For upstreams named "localhost": the loopback address that answered last.
+        self.answered: dict[str, str] = {}
 
     def acquire(
         self,
@@ -903,31 +857,68 @@ class UpstreamPool:
     async def _open(
         self, upstream: Upstream, key: str, client: ClientConnection, tunnel: bool
     ) -> None:
-        loop = asyncio.get_running_loop()
-        timeout = self.state.config.limits.upstream_connect_timeout
+        hosts = self._hosts_to_try(upstream, key)
+        failures: list[BaseException] = []
+        protocol: UpstreamConnection | None = None
+        for host in hosts:
+            try:
+                protocol = await self._connect(upstream, key, host)
+            except ssl.SSLError as exc:
+                failures.append(exc)  # something answered there: its TLS is the problem
+                hosts = (host,)
+                break
+            except (OSError, asyncio.TimeoutError) as exc:
+                failures.append(exc)
+                continue
+            if len(hosts) > 1:
+                self.answered[key] = host
+            break
         try:
-            if upstream.scheme == "unix":
-                opening = loop.create_unix_connection(
-                    lambda: UpstreamConnection(self, key), upstream.socket_path
-                )
+            if protocol is None:
+                tried = tuple(_authority(host, upstream.port) for host in hosts)
+                client.upstream_failed(upstream, failures[-1], tried if len(hosts) > 1 else ())
+                if tunnel:
+                    client.close()
+            elif tunnel:
+                client.tunnel_ready(protocol)
             else:
-                opening = loop.create_connection(
-                    lambda: UpstreamConnection(self, key),
-                    upstream.host,
-                    upstream.port,
-                    ssl=self.state.upstream_tls if upstream.scheme == "https" else None,
-                    server_hostname=upstream.host if upstream.scheme == "https" else None,
-                )
-            _, protocol = await asyncio.wait_for(opening, timeout)
-        except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
-            client.upstream_failed(upstream, exc)
-            if tunnel:
-                client.close()
-            return
-        if tunnel:
-            client.tunnel_ready(protocol)
+                client.upstream_ready(protocol)
+        except Exception:
+            # A fault of ours must still end in an answer, never in a task nobody awaits.
+            log.exception("forwarding to %s failed", upstream.authority)
+            client.fail_locally()
+            if protocol is not None:
+                protocol.close()
+
+    def _hosts_to_try(self, upstream: Upstream, key: str) -> tuple[str, ...]:
+        """``localhost`` means both loopback addresses: dev servers listen on either.
+
+        (Vite listens on ::1 only where ``localhost`` resolves to it first.) The one that
+        answered last is tried first; the system resolver is not asked, as it would be per
+        connection.
+        """
+        if upstream.scheme == "unix" or upstream.host != "localhost":
+            return (upstream.host,)
+        first = self.answered.get(key, LOOPBACK_HOSTS[0])
+        return (first, *(h for h in LOOPBACK_HOSTS if h != first))
+
+    async def _connect(self, upstream: Upstream, key: str, host: str) -> UpstreamConnection:
+        loop = self.state.loop
+        timeout = self.state.config.limits.upstream_connect_timeout
+        if upstream.scheme == "unix":
+            opening = loop.create_unix_connection(
+                lambda: UpstreamConnection(self, key), upstream.socket_path
+            )
         else:
-            client.upstream_ready(protocol)
+            opening = loop.create_connection(
+                lambda: UpstreamConnection(self, key),
+                host,
+                upstream.port,
+                ssl=self.state.upstream_tls if upstream.scheme == "https" else None,
+                server_hostname=upstream.host if upstream.scheme == "https" else None,
+            )
+        _, protocol = await asyncio.wait_for(opening, timeout)
+        return protocol
 
     def release(self, connection: UpstreamConnection, *, reusable: bool) -> None:
         if (
@@ -979,13 +970,18 @@ class UpstreamPool:
             task.cancel()
 
 
-def _authority_host(upstream: Upstream) -> bytes:
-    return b"localhost" if upstream.scheme == "unix" else upstream.authority.encode()
+def _authority(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def describe_upstream_failure(upstream: Upstream, exc: BaseException) -> tuple[int, str]:
-    """The status and the one-line reason a developer needs to fix it."""
-    where = upstream.authority
+def describe_upstream_failure(
+    upstream: Upstream, exc: BaseException, tried: tuple[str, ...] = ()
+) -> tuple[int, str]:
+    """The status and the one-line reason a developer needs to fix it.
+
+    ``tried`` names every address tried when there were several (``exc`` is the last one's).
+    """
+    where = " or ".join(tried) if tried else upstream.authority
     if isinstance(exc, asyncio.TimeoutError):
         return 504, f"devtls: connecting to {where} timed out — is your dev server stuck?"
     if isinstance(exc, ssl.SSLCertVerificationError):

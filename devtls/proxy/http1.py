@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from devtls.errors import ProtocolError
+from devtls.proxy.uri import normalize_path, valid_authority
 
 # nginx's large_client_header_buffers default (4 x 8k): a request line or one header
 # line longer than 8 KiB is refused, and so is a head larger than 32 KiB.
@@ -24,8 +25,9 @@ MAX_HEADER_COUNT = 100
 # An upstream's response head may be bigger (cookies, CSP); nginx's proxy_buffer_size is
 # smaller than this, Go's net/http allows 1 MiB. 64 KiB is ample for a development server.
 MAX_RESPONSE_HEAD_SIZE = 64 * 1024
-# 16 hex digits already exceed any body we could stream; more is an overflow attempt.
-MAX_CHUNK_SIZE_DIGITS = 16
+# A chunk size must fit a signed 64-bit integer, as in nginx and Go: anything larger is an
+# overflow attempt against some parser behind or in front of us.
+MAX_CHUNK_SIZE = 2**63 - 1
 MAX_CHUNK_LINE = 4 * 1024
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
@@ -42,7 +44,11 @@ _HEX = re.compile(rb"[0-9A-Fa-f]+")
 _QUOTED = rb'"[^"\\\r\n]*"'
 _CHUNK_EXT_ONE = rb"[ \t]*;[ \t]*" + _TOKEN + rb"(?:=(?:" + _TOKEN + rb"|" + _QUOTED + rb"))?"
 _CHUNK_EXT = re.compile(rb"(?:" + _CHUNK_EXT_ONE + rb")*[ \t]*")
-_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]{0,5})?")
+# absolute-form (RFC 9112 3.2.2): the scheme is case-insensitive, the authority ends at the
+# first "/", "?" or "#".
+_ABSOLUTE_FORM = re.compile(rb"[Hh][Tt][Tt][Pp][Ss]?://([^/?#]*)(.*)", re.DOTALL)
+# RFC 9110 7.8: protocol-name ["/" protocol-version], both tokens.
+_PROTOCOL = re.compile(_TOKEN + rb"(?:/" + _TOKEN + rb")?")
 
 # RFC 9110 7.6.1: connection-specific fields a proxy must not forward.
 HOP_BY_HOP = frozenset(
@@ -83,6 +89,8 @@ class RequestHead:
     upgrade: bytes | None  # the Upgrade protocol asked for, e.g. b"websocket"
     expect_continue: bool
     connection_tokens: frozenset[bytes] = field(default_factory=frozenset)
+    # The normalized path without the query (``*`` for ``OPTIONS *``): what routes match.
+    path: bytes = b"/"
 
 
 @dataclass(slots=True)
@@ -95,6 +103,10 @@ class ResponseHead:
     content_length: int
     keep_alive: bool
     connection_tokens: frozenset[bytes] = field(default_factory=frozenset)
+    # Codings applied before chunked (``gzip`` of ``gzip, chunked``): passed on as they are.
+    transfer_codings: tuple[bytes, ...] = ()
+    # Content-Length of a HEAD or 304 response, which describes a body not sent.
+    declared_length: int | None = None
 
 
 @dataclass(slots=True)
@@ -321,29 +333,46 @@ class RequestReader(_Reader):
         headers = _parse_fields(fields, self._max_headers, 431)
         framing = _Framing(headers)
         host = framing.single(b"host")
-        if target.startswith((b"http://", b"https://")):
-            # absolute-form: the target's authority wins over Host (RFC 9112 3.2.2).
-            authority = target.split(b"/", 3)[2]
-            if not authority:
-                raise ProtocolError("absolute URL without a host", 400)
-            host = authority.rpartition(b"@")[2]
-            target = b"/" + (target.split(b"/", 3)[3] if target.count(b"/") >= 3 else b"")
-        elif method == b"CONNECT":
+        if host is not None and not valid_authority(host):
+            raise ProtocolError("malformed Host header", 400)
+        if method == b"CONNECT":
             raise ProtocolError("CONNECT is not supported: this is not a forward proxy", 405)
-        elif not target.startswith(b"/") and not (target == b"*" and method == b"OPTIONS"):
+        if target[:1] == b"/" or (target == b"*" and method == b"OPTIONS"):
+            pass
+        elif match := _ABSOLUTE_FORM.fullmatch(target):
+            # A proxy MUST take the target's authority over Host (RFC 9112 3.2.2); both are
+            # checked, and only the authority goes on.
+            authority, rest = match.groups()
+            if b"@" in authority:
+                raise ProtocolError("a user name in the request target", 400)
+            if not authority or not valid_authority(authority):
+                raise ProtocolError("absolute URL without a valid host", 400)
+            if host is None and http11:
+                raise ProtocolError("HTTP/1.1 request without Host", 400)
+            host = authority
+            target = rest if rest[:1] == b"/" else b"/" + rest
+        else:
             raise ProtocolError("malformed request target", 400)
+        if b"#" in target:
+            raise ProtocolError("a fragment in the request target", 400)
+        if target == b"*":
+            path = target
+        else:
+            raw_path, question, query = target.partition(b"?")
+            path = normalize_path(raw_path)
+            if path is not raw_path:
+                target = path + question + query
         if host is None:
             if http11:
                 raise ProtocolError("HTTP/1.1 request without Host", 400)
             host = b""
-        if not _HOST.fullmatch(host):
-            raise ProtocolError("malformed Host header", 400)
         body, length = framing.request_body(http11)
         tokens = framing.connection_tokens
         keep_alive = (b"close" not in tokens) if http11 else (b"keep-alive" in tokens)
         upgrade = None
-        if b"upgrade" in tokens:
-            upgrade = framing.single(b"upgrade")
+        # RFC 9110 7.8: Upgrade in an HTTP/1.0 request is ignored.
+        if http11 and b"upgrade" in tokens:
+            upgrade = _upgrade_protocols(framing.single(b"upgrade"))
         expect = framing.single(b"expect")
         return RequestHead(
             method=method,
@@ -357,7 +386,24 @@ class RequestReader(_Reader):
             upgrade=upgrade,
             expect_continue=expect is not None and expect.lower() == b"100-continue",
             connection_tokens=tokens,
+            path=path,
         )
+
+
+def _upgrade_protocols(value: bytes | None) -> bytes | None:
+    """The protocols an Upgrade asks for, or None when there is nothing to tunnel.
+
+    h2c is never tunnelled: it has no meaning over TLS (RFC 9113 3.1), and the tunnel would
+    carry requests the router never sees.
+    """
+    if value is None:
+        return None
+    protocols = [p.strip() for p in value.split(b",") if p.strip()]
+    if not protocols or not all(_PROTOCOL.fullmatch(p) for p in protocols):
+        raise ProtocolError("malformed Upgrade header", 400)
+    if any(p.lower().partition(b"/")[0] == b"h2c" for p in protocols):
+        return None
+    return b", ".join(protocols)
 
 
 class ResponseReader(_Reader):
@@ -410,10 +456,15 @@ class ResponseReader(_Reader):
         framing = _Framing(headers)
         tokens = framing.connection_tokens
         keep_alive = (b"close" not in tokens) if http11 else (b"keep-alive" in tokens)
+        codings: tuple[bytes, ...] = ()
+        declared: int | None = None
         if self._head_request or status < 200 or status in (204, 304):
             body, length = BodyKind.NONE, 0
+            if framing.content_lengths and status >= 200 and status != 204:
+                # A HEAD or 304 response's length describes the body it does not carry.
+                declared = framing._content_length(502)
         else:
-            body, length = framing.response_body(http11)
+            body, length, codings = framing.response_body(http11)
             if body is BodyKind.UNTIL_CLOSE:
                 keep_alive = False
         return ResponseHead(
@@ -425,6 +476,8 @@ class ResponseReader(_Reader):
             content_length=length,
             keep_alive=keep_alive,
             connection_tokens=tokens,
+            transfer_codings=codings,
+            declared_length=declared,
         )
 
 
@@ -486,21 +539,31 @@ class _Framing:
             return BodyKind.LENGTH, self._content_length(400)
         return BodyKind.NONE, 0
 
-    def response_body(self, http11: bool) -> tuple[BodyKind, int]:
+    def response_body(self, http11: bool) -> tuple[BodyKind, int, tuple[bytes, ...]]:
+        """The body's framing, its length, and the transfer codings other than chunked."""
         if self.transfer_encodings:
             if self.content_lengths:
                 raise ProtocolError("both Content-Length and Transfer-Encoding", 502)
-            if http11 and self._is_chunked():
-                return BodyKind.CHUNKED, 0
-            # RFC 9112 6.3: a final encoding other than chunked means "read until close".
-            return BodyKind.UNTIL_CLOSE, 0
+            if not http11:
+                # RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 means the framing is faulty.
+                raise ProtocolError("Transfer-Encoding in an HTTP/1.0 response", 502)
+            codings = self._codings()
+            names = [c.partition(b";")[0].strip().lower() for c in codings]
+            if not codings or b"" in names or b"chunked" in names[:-1]:
+                raise ProtocolError("malformed Transfer-Encoding", 502)
+            if names[-1] == b"chunked":
+                return BodyKind.CHUNKED, 0, tuple(codings[:-1])
+            # RFC 9112 6.3: a final coding other than chunked means "read until close".
+            return BodyKind.UNTIL_CLOSE, 0, tuple(codings)
         if self.content_lengths:
-            return BodyKind.LENGTH, self._content_length(502)
-        return BodyKind.UNTIL_CLOSE, 0
+            return BodyKind.LENGTH, self._content_length(502), ()
+        return BodyKind.UNTIL_CLOSE, 0, ()
+
+    def _codings(self) -> list[bytes]:
+        return [c.strip() for v in self.transfer_encodings for c in v.split(b",") if c.strip()]
 
     def _is_chunked(self) -> bool:
-        codings = [c.strip().lower() for v in self.transfer_encodings for c in v.split(b",")]
-        return codings == [b"chunked"]
+        return [c.lower() for c in self._codings()] == [b"chunked"]
 
     def _require_chunked(self, status: int) -> None:
         if not self._is_chunked():
@@ -577,11 +640,14 @@ def _parse_chunk_size(line: bytes) -> int:
     while size_end < len(line) and line[size_end : size_end + 1] in b"0123456789abcdefABCDEF":
         size_end += 1
     size, extensions = line[:size_end], line[size_end:]
-    if not size or not _HEX.fullmatch(size) or len(size) > MAX_CHUNK_SIZE_DIGITS:
+    if not size or not _HEX.fullmatch(size):
         raise ProtocolError("malformed chunk size", 400)
     if extensions and not _CHUNK_EXT.fullmatch(extensions):
         raise ProtocolError("malformed chunk extension", 400)
-    return int(size, 16)
+    value = int(size, 16)
+    if value > MAX_CHUNK_SIZE:
+        raise ProtocolError("chunk size too large", 400)
+    return value
 
 
 # -- writing ---------------------------------------------------------------------------------

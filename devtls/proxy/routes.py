@@ -62,8 +62,11 @@ class Router:
 
 
 def upstream_target(route: Route | None, upstream: Upstream, target: str) -> str:
-    """The request target sent upstream: the route prefix replaced by the upstream's path."""
-    if not upstream.base_path or route is None:
+    """The request target sent upstream: the route prefix replaced by the upstream's path.
+
+    ``target`` is normalized already (no dot segments); ``*`` (``OPTIONS *``) stays ``*``.
+    """
+    if not upstream.base_path or route is None or target == "*":
         return target
     prefix = "" if route.path == "/" else route.path
     return upstream.base_path + target[len(prefix) :] if target.startswith(prefix) else target

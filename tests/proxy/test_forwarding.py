@@ -176,7 +176,7 @@ def test_http10_request_without_host_gets_one_upstream(harness: Harness, sni: st
         tls.sendall(b"GET /headers/old HTTP/1.0\r\n\r\n")
         record = json.loads(read_response(tls).partition(b"\r\n\r\n")[2])
     hosts = [v for k, v in record["headers"] if k.lower() == "host"]
-    assert hosts == [sni or f"127.0.0.1:{harness.upstream.port}"]
+    assert hosts == [sni or f"localhost:{harness.upstream.port}"]
 
 
 def read_response(tls: ssl.SSLSocket) -> bytes:

@@ -86,7 +86,7 @@ def test_banner_request_and_sigterm_exit_0(session_ca_dir: Path, upstream_port: 
         process,
         lines,
     ):
-        assert lines[-1] == f"devtls: https://localhost:{port} -> http://127.0.0.1:{upstream_port}"
+        assert lines[-1] == f"devtls: https://localhost:{port} -> http://localhost:{upstream_port}"
         curl = require_tool("curl")
         out = run(
             curl, "-sS", "--cacert", session_ca_dir / "rootCA.pem", f"https://localhost:{port}/"

@@ -1,0 +1,193 @@
+"""Sans-IO forwarding rules: the head devtls sends upstream, and the one it sends back.
+
+Framing is never passed through: it is written from what ``http1`` parsed, so no field a
+client or an upstream names in ``Connection`` can leave a body unframed, and no two parsers
+can disagree about where a message ends. Fields devtls asserts (``Host``, ``X-Forwarded-*``,
+``Forwarded``, ``X-Devtls-*``) are set by devtls alone.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from devtls.config import Upstream
+from devtls.errors import ProtocolError
+from devtls.proxy.http1 import (
+    HOP_BY_HOP,
+    BodyKind,
+    Headers,
+    RequestHead,
+    ResponseHead,
+    encode_head,
+)
+from devtls.proxy.uri import valid_authority
+
+# Client fields never passed on as they came: hop-by-hop ones, those devtls writes itself
+# (framing and Host from the parse, the X-Forwarded-* it asserts), and Expect (devtls
+# answers 100-continue).
+_NOT_FORWARDED = HOP_BY_HOP | {
+    b"host",
+    b"content-length",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+    b"x-forwarded-port",
+    b"expect",
+}
+# Upstream fields devtls writes itself from the parse.
+_NOT_RETURNED = HOP_BY_HOP | {b"content-length"}
+# devtls's own fields: a client cannot send them to the app.
+OWN_PREFIX = b"x-devtls-"
+_SNI_NAME = re.compile(rb"[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSide:
+    """What devtls knows about the client connection, for the fields it asserts."""
+
+    ip: str
+    sni: str | None
+    listen_port: int
+    # (TLS version, cipher) for an upstream that asked for them (the demo).
+    tls: tuple[str, str] | None = None
+
+
+def client_field_passes(lower_name: bytes, tokens: frozenset[bytes]) -> bool:
+    """Whether a client's header field goes upstream as it is.
+
+    Names with ``_`` are dropped as nginx's ``underscores_in_headers off`` does: CGI and WSGI
+    servers read ``X_Forwarded_Proto`` as ``X-Forwarded-Proto``, which devtls asserts.
+    """
+    return (
+        lower_name not in _NOT_FORWARDED
+        and lower_name not in tokens
+        and b"_" not in lower_name
+        and not lower_name.startswith(OWN_PREFIX)
+    )
+
+
+def request_host(head: RequestHead, client: ClientSide, upstream: Upstream) -> bytes:
+    """The Host sent upstream: the parsed one, else the SNI name, else the upstream's own.
+
+    HTTP/1.0 clients may leave Host out; HTTP/1.1, which devtls speaks upstream, may not
+    (RFC 9112 3.2). The SNI reaches here validated by the TLS layer; it is checked again,
+    since it becomes a header line.
+    """
+    if head.host:
+        return head.host
+    sni = (client.sni or "").encode("ascii", "replace").lower()
+    if sni and _SNI_NAME.fullmatch(sni) and valid_authority(sni):
+        return sni
+    if upstream.scheme == "unix":
+        return b"localhost"
+    return upstream.authority.encode("ascii")
+
+
+def upstream_request_head(
+    head: RequestHead, target: bytes, client: ClientSide, upstream: Upstream
+) -> bytes:
+    """The request head for the upstream: origin-form ``target``, HTTP/1.1, reframed."""
+    tokens = head.connection_tokens
+    host = request_host(head, client, upstream)
+    headers: Headers = [(b"Host", host)]
+    forwarded_for = b""
+    forwarded = b""
+    for name, value in head.headers:
+        lower = name.lower()
+        if lower in tokens:
+            continue
+        if lower == b"x-forwarded-for":
+            forwarded_for = forwarded_for + b", " + value if forwarded_for else value
+        elif lower == b"forwarded":
+            forwarded = forwarded + b", " + value if forwarded else value
+        elif client_field_passes(lower, tokens):
+            headers.append((name, value))
+    ip = client.ip.encode("ascii")
+    node = b'"[%s]"' % ip if b":" in ip else ip
+    this_hop = b'for=%s;host="%s";proto=https' % (node, host)
+    headers += [
+        (b"X-Forwarded-For", forwarded_for + b", " + ip if forwarded_for else ip),
+        (b"X-Forwarded-Proto", b"https"),
+        (b"X-Forwarded-Host", host),
+        (b"X-Forwarded-Port", b"%d" % client.listen_port),
+        (b"Forwarded", forwarded + b", " + this_hop if forwarded else this_hop),
+    ]
+    if head.body is BodyKind.CHUNKED:
+        headers.append((b"Transfer-Encoding", b"chunked"))
+    elif head.body is BodyKind.LENGTH:
+        headers.append((b"Content-Length", b"%d" % head.content_length))
+    if head.upgrade is not None:
+        headers += [(b"Connection", b"Upgrade"), (b"Upgrade", head.upgrade)]
+    if upstream.wants_tls_info and client.tls is not None:
+        version, cipher = client.tls
+        headers += [
+            (b"X-Devtls-Tls-Version", version.encode("ascii")),
+            (b"X-Devtls-Tls-Cipher", cipher.encode("ascii")),
+        ]
+    return encode_head(b"%s %s HTTP/1.1" % (head.method, target), headers)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseStart:
+    """A response head for the client, and how its body is to be written."""
+
+    data: bytes
+    chunked: bool
+    keep_alive: bool
+
+
+def informational_head(request: RequestHead, head: ResponseHead) -> bytes | None:
+    """A 1xx other than 101 for the client, or None when it is not passed on.
+
+    100 Continue is devtls's own to send; HTTP/1.0 clients get no 1xx (RFC 9110 15.2).
+    """
+    if not request.http11 or head.status == 100:
+        return None
+    return encode_head(_status_line(head), _returned_fields(head))
+
+
+def switching_head(request: RequestHead, head: ResponseHead) -> bytes:
+    """The 101 for the client; an upgrade nobody asked for is the upstream's fault."""
+    if request.upgrade is None:
+        raise ProtocolError("upstream switched protocols without being asked", 502)
+    upgrade = next((v for n, v in head.headers if n.lower() == b"upgrade"), request.upgrade)
+    headers = [*_returned_fields(head), (b"Connection", b"Upgrade"), (b"Upgrade", upgrade)]
+    return encode_head(_status_line(head), headers)
+
+
+def final_head(request: RequestHead, head: ResponseHead, *, draining: bool) -> ResponseStart:
+    """A final (2xx-5xx) response head for the client, reframed for the client's version."""
+    headers = _returned_fields(head)
+    keep_alive = request.keep_alive and not draining
+    chunked = False
+    if head.body is BodyKind.LENGTH:
+        headers.append((b"Content-Length", b"%d" % head.content_length))
+    elif head.body is BodyKind.NONE:
+        if head.declared_length is not None:
+            headers.append((b"Content-Length", b"%d" % head.declared_length))
+    elif request.http11:
+        headers.append((b"Transfer-Encoding", b", ".join([*head.transfer_codings, b"chunked"])))
+        chunked = True
+    elif head.transfer_codings:
+        # An HTTP/1.0 client has no way to learn of a transfer coding.
+        raise ProtocolError("upstream used a transfer coding an HTTP/1.0 client cannot read", 502)
+    else:
+        keep_alive = False  # the body ends when the connection does
+    if not keep_alive:
+        headers.append((b"Connection", b"close"))
+    elif not request.http11:
+        headers.append((b"Connection", b"keep-alive"))
+    return ResponseStart(encode_head(_status_line(head), headers), chunked, keep_alive)
+
+
+def _status_line(head: ResponseHead) -> bytes:
+    return b"HTTP/1.1 %d %s" % (head.status, head.reason)
+
+
+def _returned_fields(head: ResponseHead) -> Headers:
+    tokens = head.connection_tokens
+    return [
+        (n, v)
+        for n, v in head.headers
+        if (lower := n.lower()) not in _NOT_RETURNED and lower not in tokens
+    ]
