@@ -8,7 +8,6 @@ can disagree about where a message ends. Fields devtls asserts (``Host``, ``X-Fo
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from devtls.config import Upstream
@@ -21,7 +20,7 @@ from devtls.proxy.http1 import (
     ResponseHead,
     encode_head,
 )
-from devtls.proxy.uri import valid_authority
+from devtls.proxy.uri import is_host_name
 
 # Client fields never passed on as they came: hop-by-hop ones, those devtls writes itself
 # (framing and Host from the parse, the X-Forwarded-* it asserts), and Expect (devtls
@@ -38,7 +37,6 @@ _NOT_FORWARDED = HOP_BY_HOP | {
 _NOT_RETURNED = HOP_BY_HOP | {b"content-length"}
 # devtls's own fields: a client cannot send them to the app.
 OWN_PREFIX = b"x-devtls-"
-_SNI_NAME = re.compile(rb"[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +74,7 @@ def request_host(head: RequestHead, client: ClientSide, upstream: Upstream) -> b
     if head.host:
         return head.host
     sni = (client.sni or "").encode("ascii", "replace").lower()
-    if sni and _SNI_NAME.fullmatch(sni) and valid_authority(sni):
+    if is_host_name(sni):
         return sni
     if upstream.scheme == "unix":
         return b"localhost"
