@@ -290,19 +290,23 @@ class ClientConnection(_FlowControlled):
             return None
 
     def _start_exchange(self, head: RequestHead) -> None:
-        if head.body is BodyKind.NONE:
+        # "Content-Length: 0" is no body either: its end is known with the head.
+        bodiless = head.body is BodyKind.NONE or (
+            head.body is BodyKind.LENGTH and head.content_length == 0
+        )
+        if bodiless:
             self._cancel_timer()
         else:
             self._arm_timer(self.state.config.limits.body_timeout)
         self.request = head
-        self.request_done = head.body is BodyKind.NONE
+        self.request_done = bodiless
         self.response_status = 0
         self.response_bytes = 0
         self.request_bytes_sent = 0
         self.retried = False
         if not self.state.config.quiet:  # the start time only feeds the access log
             self.started = time.perf_counter()
-        if head.body is BodyKind.NONE:
+        if bodiless:
             # A request without a body ends with its head: take the reader's END now.
             end = self.reader.next_event()
             assert end is END
@@ -403,7 +407,7 @@ class ClientConnection(_FlowControlled):
             502,
             f"devtls: the upstream {self.route_upstream.authority} closed the connection "
             "without answering\n".encode(),
-            close=True,
+            close=not self.request_done,
         )
 
     def on_response_head(self, head: ResponseHead) -> None:
