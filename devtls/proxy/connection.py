@@ -35,6 +35,9 @@ UPSTREAM_IDLE_SECONDS = 4.0
 MAX_IDLE_PER_UPSTREAM = 64
 # Bytes of pipelined or early request data held while the current exchange runs.
 MAX_CLIENT_BACKLOG = 64 * 1024
+# --tcp: bytes an upstream sends before the client side is attached (SMTP, MySQL and SSH
+# greetings, an h2 server's SETTINGS) are kept up to this, then the upstream is not read.
+MAX_TUNNEL_EARLY = 64 * 1024
 # Write-buffer marks: above HIGH the other side stops reading until below LOW.
 WRITE_HIGH_WATER = 256 * 1024
 WRITE_LOW_WATER = 64 * 1024
@@ -545,18 +548,26 @@ class ClientConnection(_FlowControlled):
             upstream.close()
             return
         self.upstream = upstream
-        upstream.attach(self)
-        upstream.start_tunnel()
         assert upstream.transport is not None
-        early = self.reader.take_buffered()
-        if early:
-            upstream.transport.write(early)
-        if self.eof_pending:
-            upstream.client_eof = True
-            if upstream.transport.can_write_eof():
-                upstream.transport.write_eof()
+        if not upstream.closed:
+            early = self.reader.take_buffered()
+            if early:
+                upstream.transport.write(early)
+            if self.eof_pending:
+                upstream.client_eof = True
+                if upstream.transport.can_write_eof():
+                    upstream.transport.write_eof()
         if self.gate is not None:
             self.gate.resume(CONNECTING)
+        # Last: what the upstream said before now goes out, and an upstream already gone
+        # closes this connection.
+        upstream.attach_tunnel(self)
+
+    def tunnel_failed(self, upstream: Upstream, exc: BaseException) -> None:
+        """--tcp: the upstream cannot be reached; the client learns by the connection closing."""
+        _, message = describe_upstream_failure(upstream, exc)
+        log.warning("upstream %s: %s", upstream.authority, message)
+        self.close()
 
     # -- local answers, timers, closing ---------------------------------------------------
 
@@ -693,7 +704,7 @@ class ClientConnection(_FlowControlled):
 class UpstreamConnection(_FlowControlled):
     """A connection to an upstream, reused across requests through the pool."""
 
-    def __init__(self, pool: UpstreamPool, key: str) -> None:
+    def __init__(self, pool: UpstreamPool, key: str, *, tunnel: bool = False) -> None:
         self.pool = pool
         self.key = key
         self.transport: Transport | None = None
@@ -702,7 +713,9 @@ class UpstreamConnection(_FlowControlled):
         self.gate: _ReadGate | None = None
         self.ready = False
         self.reused = False
-        self.tunnel = False
+        # A --tcp connection is a tunnel from its first byte.
+        self.tunnel = tunnel
+        self.early = b""
         self.client_eof = False
         self.upstream_eof = False
         self.closed = False
@@ -731,11 +744,32 @@ class UpstreamConnection(_FlowControlled):
         if rest and self.client is not None:
             self.client._write(rest)
 
+    def attach_tunnel(self, client: ClientConnection) -> None:
+        """--tcp: the client side is there; the bytes and the end that came before it follow."""
+        self.client = client
+        early, self.early = self.early, b""
+        if early:
+            client._write(early)
+        if self.closed:
+            client.close()
+            return
+        if self.gate is not None:
+            self.gate.resume(BACKLOG)
+        if self.upstream_eof and client.transport is not None:
+            client.transport.write_eof()
+            if self.client_eof:
+                client.close()
+
     def data_received(self, data: bytes) -> None:
         client = self.client
         if self.tunnel:
             if client is not None and client.transport is not None:
                 client.transport.write(data)
+            elif client is None and not self.closed:
+                # --tcp, before the client side is attached: a greeting, kept for it.
+                self.early += data
+                if len(self.early) >= MAX_TUNNEL_EARLY and self.gate is not None:
+                    self.gate.pause(BACKLOG)
             return
         if client is None:
             # An idle connection must not speak; whatever this is, the connection is done.
@@ -908,11 +942,11 @@ class UpstreamPool:
         try:
             if upstream.scheme == "unix":
                 opening = loop.create_unix_connection(
-                    lambda: UpstreamConnection(self, key), upstream.socket_path
+                    lambda: UpstreamConnection(self, key, tunnel=tunnel), upstream.socket_path
                 )
             else:
                 opening = loop.create_connection(
-                    lambda: UpstreamConnection(self, key),
+                    lambda: UpstreamConnection(self, key, tunnel=tunnel),
                     upstream.host,
                     upstream.port,
                     ssl=self.state.upstream_tls if upstream.scheme == "https" else None,
@@ -920,9 +954,10 @@ class UpstreamPool:
                 )
             _, protocol = await asyncio.wait_for(opening, timeout)
         except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
-            client.upstream_failed(upstream, exc)
             if tunnel:
-                client.close()
+                client.tunnel_failed(upstream, exc)
+            else:
+                client.upstream_failed(upstream, exc)
             return
         if tunnel:
             client.tunnel_ready(protocol)
