@@ -106,6 +106,7 @@ def prepare_certificates(
         cert_file=config.cert_file,
         key_file=config.key_file,
         tcp=config.tcp,
+        alpn=config.alpn,
         acme=acme,
     )
     return Certificates(ca, source, acme)

@@ -5,12 +5,19 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from devtls.config import ServeOptions, build_config
+from devtls.errors import ConfigError
+from tests.conftest import require_tool, run
 from tests.proxy.conftest import Harness, pattern_bytes
+from tests.proxy.test_forwarding import curl
 
 GREETING = b"220 greeter.test ESMTP ready\r\n"
 
@@ -145,3 +152,82 @@ def test_an_upstream_that_is_down_closes_the_client(harness: Harness) -> None:
     ):
         assert read_until_closed(tls) == b""
     assert time.monotonic() - started < 5
+
+
+# -- bug 8: ALPN in --tcp mode is what the user says ------------------------------------------
+
+
+def test_plain_curl_through_tcp_mode_to_an_http11_server(harness: Harness) -> None:
+    """No h2 offered by default: curl speaks HTTP/1.1, which the upstream understands."""
+    proxy = harness.start_proxy(str(harness.upstream.port), tcp=True, quiet=True)
+    assert curl(harness, f"https://localhost:{proxy.port}/") == "root"
+
+
+def negotiated_alpn(h: Harness, port: int, offer: str, server_name: str = "localhost") -> str:
+    openssl = require_tool("openssl")
+    out = run(openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-servername", server_name,
+              "-CAfile", h.ca_file, "-verify_return_error", "-alpn", offer, input="").stdout  # fmt: skip
+    assert "Verify return code: 0 (ok)" in out
+    line = next(x for x in out.splitlines() if "ALPN" in x)
+    return line.strip()
+
+
+@pytest.mark.parametrize(
+    ("options", "offer", "expected"),
+    [
+        ({"tcp": True}, "h2,http/1.1", "No ALPN negotiated"),
+        ({"tcp": True, "alpn": "h2"}, "h2,http/1.1", "ALPN protocol: h2"),
+        ({"tcp": True, "alpn": "h2"}, "http/1.1", "No ALPN negotiated"),
+        ({"tcp": True, "alpn": "h2,http/1.1"}, "http/1.1", "ALPN protocol: http/1.1"),
+        ({"tcp": True, "alpn": "postgresql"}, "postgresql", "ALPN protocol: postgresql"),
+        ({}, "h2,http/1.1", "ALPN protocol: http/1.1"),
+    ],
+)
+def test_alpn_offered_as_configured(
+    harness: Harness, options: dict[str, object], offer: str, expected: str
+) -> None:
+    proxy = harness.start_proxy(str(harness.upstream.port), quiet=True, **options)
+    assert negotiated_alpn(harness, proxy.port, offer) == expected
+
+
+def test_alpn_of_a_certificate_minted_on_demand(harness: Harness) -> None:
+    proxy = harness.start_proxy(str(harness.upstream.port), tcp=True, alpn="h2", quiet=True)
+    assert negotiated_alpn(harness, proxy.port, "h2", "db.test") == "ALPN protocol: h2"
+
+
+def test_alpn_from_the_toml_file(tmp_path: Path) -> None:
+    (tmp_path / "devtls.toml").write_text('upstream = 50051\ntcp = true\nalpn = ["h2"]\n')
+    assert build_config(ServeOptions(), cwd=tmp_path).alpn == ("h2",)
+    (tmp_path / "devtls.toml").write_text('upstream = 50051\ntcp = true\nalpn = "h2, http/1.1"\n')
+    assert build_config(ServeOptions(), cwd=tmp_path).alpn == ("h2", "http/1.1")
+    assert build_config(ServeOptions(alpn="postgresql"), cwd=tmp_path).alpn == ("postgresql",)
+    assert build_config(ServeOptions(upstream="3000"), cwd=tmp_path / "none").alpn == ()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["", "h2,", ",h2", "h2,,http/1.1", "h2 x", "caf\u00e9", "a\x7f", "x" * 256, ",".join("p" * 17)],
+)
+def test_bad_alpn_lists_are_refused(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        build_config(ServeOptions(upstream="3000", tcp=True, alpn=bad), cwd=tmp_path)
+    assert caught.value.exit_code == 2
+    assert "--alpn" in str(caught.value)
+
+
+def test_a_protocol_name_of_255_bytes_is_allowed(tmp_path: Path) -> None:
+    name = "x" * 255
+    config = build_config(ServeOptions(upstream="3000", tcp=True, alpn=name), cwd=tmp_path)
+    assert config.alpn == (name,)
+
+
+def test_alpn_without_tcp_is_a_usage_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "devtls", "serve", "--alpn", "h2", "3000"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("devtls: error: --alpn applies only with --tcp")
