@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import glob
+import os
+import re
+import shutil
+import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -231,3 +239,213 @@ def test_alpn_without_tcp_is_a_usage_error(tmp_path: Path) -> None:
     lines = result.stderr.splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("devtls: error: --alpn applies only with --tcp")
+
+
+# -- bug 9: PostgreSQL's SSLRequest and direct SSL ----------------------------------------------
+
+SSL_REQUEST = struct.pack("!II", 8, 80877103)
+GSSENC_REQUEST = struct.pack("!II", 8, 80877104)
+
+
+def raw_connection(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def recv_all(sock: socket.socket) -> bytes:
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except ConnectionError:
+        pass
+    return received
+
+
+def tls_after_answer(h: Harness, sock: socket.socket) -> bytes:
+    """TLS on a socket that has had its 'S', then one line through the greeter."""
+    with client_context(h).wrap_socket(sock, server_hostname="localhost") as tls:
+        received = b""
+        while len(received) < len(GREETING):
+            received += tls.recv(65536)
+        tls.sendall(b"HELO x\r\n")
+        reply = b""
+        while not reply.endswith(b"\r\n"):
+            reply += tls.recv(65536)
+        return received + reply
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_an_sslrequest_is_answered_s_then_tls(harness: Harness, greeter: int, split: bool) -> None:
+    proxy = harness.start_proxy(str(greeter), tcp=True, quiet=True)
+    with raw_connection(proxy.port) as sock:
+        if split:  # one byte a packet: the request may come in pieces
+            for byte in SSL_REQUEST:
+                sock.sendall(bytes([byte]))
+                time.sleep(0.01)
+        else:
+            sock.sendall(SSL_REQUEST)
+        assert sock.recv(1) == b"S"
+        assert tls_after_answer(harness, sock) == GREETING + b"250 HELO x\r\n"
+
+
+def test_a_gssencrequest_is_refused_then_ssl_goes_on(harness: Harness, greeter: int) -> None:
+    proxy = harness.start_proxy(str(greeter), tcp=True, quiet=True)
+    with raw_connection(proxy.port) as sock:
+        sock.sendall(GSSENC_REQUEST)
+        assert sock.recv(1) == b"N"
+        sock.sendall(SSL_REQUEST)
+        assert sock.recv(1) == b"S"
+        assert tls_after_answer(harness, sock) == GREETING + b"250 HELO x\r\n"
+
+
+@pytest.mark.parametrize(
+    ("first", "reason"),
+    [
+        # Bytes sent after the request, before the answer, could be a man in the middle's.
+        (SSL_REQUEST + b"\x00\x00\x00\x08", "after its SSLRequest"),
+        (GSSENC_REQUEST + GSSENC_REQUEST, "after its SSLRequest"),
+        # A plaintext StartupMessage: not TLS, refused as before.
+        (struct.pack("!II", 40, 196608) + b"user\x00postgres\x00", "not TLS"),
+    ],
+)
+def test_other_first_bytes_are_refused(
+    harness: Harness, greeter: int, first: bytes, reason: str
+) -> None:
+    proxy = harness.start_proxy(str(greeter), tcp=True)
+    with raw_connection(proxy.port) as sock:
+        sock.sendall(first)
+        assert recv_all(sock) == b""
+    assert any(reason in line for line in harness.log), harness.log
+
+
+@pytest.mark.parametrize("first", [SSL_REQUEST[:7], SSL_REQUEST[:1], b""])
+def test_a_stalled_request_hits_the_handshake_timeout(
+    harness: Harness, greeter: int, first: bytes
+) -> None:
+    proxy = harness.start_proxy(str(greeter), tcp=True, limits=("handshake_timeout=0.5",))
+    started = time.monotonic()
+    with raw_connection(proxy.port) as sock:
+        sock.sendall(first)
+        assert recv_all(sock) == b""
+    assert time.monotonic() - started < 3
+    assert "TLS handshake failed: handshake timed out" in harness.log
+
+
+def test_after_the_s_the_tls_handshake_is_bounded_too(harness: Harness, greeter: int) -> None:
+    proxy = harness.start_proxy(str(greeter), tcp=True, limits=("handshake_timeout=0.5",))
+    started = time.monotonic()
+    with raw_connection(proxy.port) as sock:
+        sock.sendall(SSL_REQUEST)
+        assert sock.recv(1) == b"S"
+        sock.sendall(b"\x16\x03\x01")  # the start of a ClientHello, then nothing
+        assert recv_all(sock) == b""
+    assert time.monotonic() - started < 3
+
+
+# A real PostgreSQL server, started by the test as its own user on a Unix socket.
+
+
+def pg_tool(name: str) -> str:
+    """A PostgreSQL program; Debian keeps the server's in /usr/lib/postgresql/N/bin."""
+    dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: int(d.split("/")[-2]))
+    with pytest.MonkeyPatch.context() as patch:
+        if dirs:
+            patch.setenv("PATH", os.pathsep.join([dirs[-1], os.environ.get("PATH", "")]))
+        return require_tool(name)
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Path]:
+    """The Unix socket of a PostgreSQL server with trust authentication for user postgres."""
+    initdb, server = pg_tool("initdb"), pg_tool("postgres")
+    base = Path(tempfile.mkdtemp(prefix="devtls-pg-"))
+    as_postgres: list[str] = []
+    if os.geteuid() == 0:  # postgres refuses to run as root
+        as_postgres = [require_tool("runuser"), "-u", "postgres", "--"]
+        shutil.chown(base, "postgres", "postgres")
+    env = {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C"}
+    data = base / "data"
+    run(*as_postgres, initdb, "-D", data, "-A", "trust", "-U", "postgres", "--no-sync",
+        cwd=base, env=env)  # fmt: skip
+    log = (base / "server.log").open("wb")
+    process = subprocess.Popen(
+        [*as_postgres, server, "-D", str(data), "-k", str(base), "-p", "5432",
+         "-c", "listen_addresses=", "-c", "fsync=off"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=base, env=env,
+    )  # fmt: skip
+    sock_path = base / ".s.PGSQL.5432"
+    try:
+        deadline = time.monotonic() + 30
+        while not sock_path.exists() or not (data / "postmaster.pid").exists():
+            assert process.poll() is None, (base / "server.log").read_text()
+            assert time.monotonic() < deadline, "PostgreSQL did not start within 30 s"
+            time.sleep(0.05)
+        yield sock_path
+    finally:
+        pid_file = data / "postmaster.pid"
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)  # fast shutdown
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+        log.close()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def psql(
+    h: Harness, port: int, *options: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    conninfo = " ".join(
+        [f"host=localhost port={port} sslmode=verify-full sslrootcert={h.ca_file}",
+         "dbname=postgres user=postgres connect_timeout=10", *options]
+    )  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    return run(pg_tool("psql"), "-X", "-tA", conninfo, "-c", "select 1", env=env, check=check)
+
+
+@pytest.mark.parametrize("alpn", [None, "postgresql"])
+def test_psql_through_tcp_mode(harness: Harness, postgres: Path, alpn: str | None) -> None:
+    proxy = harness.start_proxy(f"unix:{postgres}", tcp=True, alpn=alpn)
+    assert psql(harness, proxy.port).stdout == "1\n"
+    # The TLS is devtls's: plaintext PostgreSQL is not let through.
+    refused = psql(harness, proxy.port, "sslmode=disable", check=False)
+    assert refused.returncode != 0
+    assert "1\n" not in refused.stdout
+
+
+def test_direct_ssl_with_alpn_postgresql(harness: Harness, postgres: Path) -> None:
+    """PostgreSQL 17's sslnegotiation=direct: TLS at once, ALPN postgresql, then startup."""
+    proxy = harness.start_proxy(f"unix:{postgres}", tcp=True, alpn="postgresql")
+    context = client_context(harness)
+    context.set_alpn_protocols(["postgresql"])
+    params = b"user\x00postgres\x00database\x00postgres\x00\x00"
+    startup = struct.pack("!II", 8 + len(params), 196608) + params  # protocol 3.0
+    with (
+        raw_connection(proxy.port) as sock,
+        context.wrap_socket(sock, server_hostname="localhost") as tls,
+    ):
+        assert tls.selected_alpn_protocol() == "postgresql"
+        tls.sendall(startup)
+        head = b""
+        while len(head) < 9:
+            head += tls.recv(9 - len(head))
+    # AuthenticationOk: 'R', length 8, code 0 (trust), from the real server.
+    assert head == b"R" + struct.pack("!II", 8, 0)
+
+
+def test_psql_with_sslnegotiation_direct(harness: Harness, postgres: Path) -> None:
+    binary = pg_tool("psql")
+    found = re.search(r"\(PostgreSQL\) (\d+)", run(binary, "--version").stdout)
+    assert found is not None
+    if int(found.group(1)) < 17:
+        pytest.skip(f"psql {found.group(1)}: sslnegotiation=direct needs PostgreSQL 17")
+    proxy = harness.start_proxy(f"unix:{postgres}", tcp=True, alpn="postgresql")
+    assert psql(harness, proxy.port, "sslnegotiation=direct").stdout == "1\n"
+    # Without ALPN postgresql, libpq refuses a direct SSL connection.
+    plain = harness.start_proxy(f"unix:{postgres}", tcp=True)
+    assert psql(harness, plain.port, "sslnegotiation=direct", check=False).returncode != 0
