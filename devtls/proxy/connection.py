@@ -195,11 +195,12 @@ class ClientConnection(_FlowControlled):
     def data_received(self, data: bytes) -> None:
         if self.tunnel:
             upstream = self.upstream
-            if upstream is not None and upstream.transport is not None:
-                upstream.transport.write(data)
-            else:
+            if upstream is None:
                 # --tcp: bytes that came with the handshake, before the upstream is open.
                 self.reader.feed(data)
+            elif not upstream.closed and upstream.transport is not None:
+                # (uvloop raises on a write to a transport that is closed.)
+                upstream.transport.write(data)
             return
         request = self.request
         if request is None:
@@ -218,7 +219,7 @@ class ClientConnection(_FlowControlled):
             upstream = self.upstream
             if upstream is None:
                 self.eof_pending = True
-            elif upstream.transport is not None:
+            elif not upstream.closed and upstream.transport is not None:
                 if upstream.transport.can_write_eof():
                     upstream.transport.write_eof()
                 upstream.client_eof = True

@@ -50,6 +50,14 @@ class Greeter(asyncio.Protocol):
         self.transport.write(b"250 " + data)
 
 
+@pytest.fixture(autouse=True)
+def no_loop_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """An exception in a callback is only logged by the event loop: that fails the test."""
+    yield
+    errors = [r.getMessage() for r in caplog.records if r.name == "asyncio" or r.exc_info]
+    assert not errors, errors
+
+
 @pytest.fixture
 def greeter(harness: Harness) -> Iterator[int]:
     async def start() -> asyncio.Server:
