@@ -300,6 +300,14 @@ def serve(
             "--tcp", help="Pass decrypted bytes to UPSTREAM as they are.", show_default=False
         ),
     ] = None,
+    alpn: Annotated[
+        str | None,
+        typer.Option(
+            "--alpn",
+            metavar="LIST",
+            help="ALPN protocols offered with --tcp, e.g. h2 for gRPC. [default: none]",
+        ),
+    ] = None,
     config_file: Annotated[
         Path | None,
         typer.Option("--config", metavar="FILE", help="Settings file. [default: ./devtls.toml]"),
@@ -410,6 +418,7 @@ def serve(
             cert_file=cert_file,
             key_file=key_file,
             tcp=tcp,
+            alpn=alpn,
             quiet=quiet,
             limits=tuple(limit or ()),
             workers=workers,

@@ -145,6 +145,8 @@ class ServeConfig:
     cert_file: Path | None = None
     key_file: Path | None = None
     tcp: bool = False
+    # ALPN protocols offered in --tcp mode (none unless given); HTTP mode offers http/1.1.
+    alpn: tuple[str, ...] = ()
     quiet: bool = False
     limits: Limits = field(default_factory=Limits)
     acme: AcmeSettings | None = None
@@ -269,6 +271,35 @@ def parse_route(text: str) -> Route:
     return Route(host, path, parse_upstream(upstream_text, f"--route {text!r}"))
 
 
+# RFC 7301 3.1: a protocol name is 1 to 255 bytes. A list longer than this is a mistake.
+MAX_ALPN_NAME = 255
+MAX_ALPN_PROTOCOLS = 16
+
+
+def parse_alpn(value: object, what: str = "--alpn") -> tuple[str, ...]:
+    """``h2,http/1.1`` (or a TOML list) -> the protocol names, in order of preference."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise ConfigError(f"{what} {value!r} is not a list of protocols", "e.g. h2,http/1.1")
+    names: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigError(f"{what}: {item!r} is not a protocol name", "e.g. h2,http/1.1")
+        name = item.strip()
+        if not name:
+            raise ConfigError(f"{what} {value!r} has an empty protocol name", "e.g. h2,http/1.1")
+        if not all("!" <= c <= "~" for c in name):
+            raise ConfigError(
+                f"{what}: {name!r} is not printable ASCII without spaces", "e.g. h2,http/1.1"
+            )
+        if len(name) > MAX_ALPN_NAME:
+            raise ConfigError(f"{what}: a protocol name is at most {MAX_ALPN_NAME} bytes")
+        names.append(name)
+    if len(names) > MAX_ALPN_PROTOCOLS:
+        raise ConfigError(f"{what}: at most {MAX_ALPN_PROTOCOLS} protocols")
+    return tuple(names)
+
+
 def parse_limits(items: list[str]) -> dict[str, int | float]:
     valid = {f.name: f.type for f in fields(Limits)}
     result: dict[str, int | float] = {}
@@ -298,6 +329,7 @@ _TOML_KEYS = {
     "cert",
     "key",
     "tcp",
+    "alpn",
     "quiet",
     "limits",
     "acme",
@@ -352,6 +384,7 @@ class ServeOptions:
     cert_file: Path | None = None
     key_file: Path | None = None
     tcp: bool | None = None
+    alpn: str | None = None
     quiet: bool | None = None
     limits: tuple[str, ...] = ()
     workers: int | None = None
@@ -394,6 +427,7 @@ def build_config(options: ServeOptions, cwd: Path | None = None) -> ServeConfig:
     cert = pick(options.cert_file, "cert", str)
     key = pick(options.key_file, "key", str)
     tcp = pick(options.tcp, "tcp", bool) or False
+    alpn = pick(options.alpn, "alpn", (str, list))
     quiet = pick(options.quiet, "quiet", bool) or False
     workers = pick(options.workers, "workers", int)
     workers = 1 if workers is None else workers
@@ -411,6 +445,10 @@ def build_config(options: ServeOptions, cwd: Path | None = None) -> ServeConfig:
     if (cert is None) != (key is None):
         raise ConfigError("--cert and --key go together", "give both files, or neither")
     _check_workers(workers)
+    if alpn is not None and not tcp:
+        raise ConfigError(
+            "--alpn applies only with --tcp", "HTTP mode offers http/1.1; add --tcp or drop --alpn"
+        )
     config = ServeConfig(
         listen=parse_address(str(listen)),
         upstream=parse_upstream(str(upstream)) if upstream is not None else None,
@@ -420,6 +458,7 @@ def build_config(options: ServeOptions, cwd: Path | None = None) -> ServeConfig:
         cert_file=Path(cert) if cert is not None else None,
         key_file=Path(key) if key is not None else None,
         tcp=bool(tcp),
+        alpn=parse_alpn(alpn) if alpn is not None else (),
         quiet=bool(quiet),
         limits=replace(Limits(), **limit_values),  # type: ignore[arg-type] # checked in Limits
         workers=workers,

@@ -23,9 +23,16 @@ MAX_MINTED = 256
 SNI_ATTRIBUTE = "devtls_sni"
 
 
-def set_alpn(context: ssl.SSLContext, tcp: bool) -> None:
-    # In --tcp mode h2 is offered too: gRPC and other h2 clients talk to an h2c upstream.
-    context.set_alpn_protocols(["h2", "http/1.1"] if tcp else ["http/1.1"])
+def set_alpn(context: ssl.SSLContext, tcp: bool, alpn: tuple[str, ...] = ()) -> None:
+    """HTTP mode offers http/1.1; --tcp offers what --alpn says, and nothing without it.
+
+    A protocol offered in --tcp mode is a promise about the upstream (h2 for a gRPC server):
+    a client told h2 by us, in front of an HTTP/1.1 server, gets nothing it can read.
+    """
+    if not tcp:
+        context.set_alpn_protocols(["http/1.1"])
+    elif alpn:
+        context.set_alpn_protocols(list(alpn))
 
 
 class AcmeContexts(Protocol):
@@ -43,6 +50,7 @@ class CertificateSource:
         cert_file: Path | None = None,
         key_file: Path | None = None,
         tcp: bool = False,
+        alpn: tuple[str, ...] = (),
         acme: AcmeContexts | None = None,
     ) -> None:
         self._ca = ca
@@ -51,6 +59,7 @@ class CertificateSource:
         # routes, says which.
         self.may_mint: Callable[[str], bool] = lambda _name: False
         self._tcp = tcp
+        self._alpn = alpn
         self._minted: OrderedDict[str, ssl.SSLContext] = OrderedDict()
         if cert_file is not None and key_file is not None:
             self.default_context = _context_from_files(cert_file, key_file)
@@ -62,7 +71,7 @@ class CertificateSource:
             self.leaf = issue_leaf(ca, list(names), key_type="ecdsa")
             self.default_context = self.leaf.server_context()
             self.covered = tuple(str(n) for n in self.leaf.names)
-        set_alpn(self.default_context, tcp)
+        set_alpn(self.default_context, tcp, alpn)
         self.default_context.sni_callback = self._on_sni
 
     def _on_sni(self, sslobj: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
@@ -96,7 +105,7 @@ class CertificateSource:
             return None
         # ECDSA P-256: about a millisecond to mint, and cheaper handshakes than RSA.
         context = issue_leaf(self._ca, [name], key_type="ecdsa").server_context()
-        set_alpn(context, self._tcp)
+        set_alpn(context, self._tcp, self._alpn)
         self._minted[server_name] = context
         if len(self._minted) > MAX_MINTED:
             self._minted.popitem(last=False)

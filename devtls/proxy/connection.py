@@ -38,6 +38,9 @@ MAX_IDLE_PER_UPSTREAM = 64
 LOOPBACK_HOSTS = ("127.0.0.1", "::1")
 # Bytes of pipelined or early request data held while the current exchange runs.
 MAX_CLIENT_BACKLOG = 64 * 1024
+# --tcp: bytes an upstream sends before the client side is attached (SMTP, MySQL and SSH
+# greetings, an h2 server's SETTINGS) are kept up to this, then the upstream is not read.
+MAX_TUNNEL_EARLY = 64 * 1024
 # Write-buffer marks: above HIGH the other side stops reading until below LOW.
 WRITE_HIGH_WATER = 256 * 1024
 WRITE_LOW_WATER = 64 * 1024
@@ -187,11 +190,12 @@ class ClientConnection(_FlowControlled):
     def data_received(self, data: bytes) -> None:
         if self.tunnel:
             upstream = self.upstream
-            if upstream is not None and upstream.transport is not None:
-                upstream.transport.write(data)
-            else:
+            if upstream is None:
                 # --tcp: bytes that came with the handshake, before the upstream is open.
                 self.reader.feed(data)
+            elif not upstream.closed and upstream.transport is not None:
+                # (uvloop raises on a write to a transport that is closed.)
+                upstream.transport.write(data)
             return
         request = self.request
         if request is None:
@@ -210,7 +214,7 @@ class ClientConnection(_FlowControlled):
             upstream = self.upstream
             if upstream is None:
                 self.eof_pending = True
-            elif upstream.transport is not None:
+            elif not upstream.closed and upstream.transport is not None:
                 if upstream.transport.can_write_eof():
                     upstream.transport.write_eof()
                 upstream.client_eof = True
@@ -500,18 +504,28 @@ class ClientConnection(_FlowControlled):
             upstream.close()
             return
         self.upstream = upstream
-        upstream.attach(self)
-        upstream.start_tunnel()
         assert upstream.transport is not None
-        early = self.reader.take_buffered()
-        if early:
-            upstream.transport.write(early)
-        if self.eof_pending:
-            upstream.client_eof = True
-            if upstream.transport.can_write_eof():
-                upstream.transport.write_eof()
+        if not upstream.closed:
+            early = self.reader.take_buffered()
+            if early:
+                upstream.transport.write(early)
+            if self.eof_pending:
+                upstream.client_eof = True
+                if upstream.transport.can_write_eof():
+                    upstream.transport.write_eof()
         if self.gate is not None:
             self.gate.resume(CONNECTING)
+        # Last: what the upstream said before now goes out, and an upstream already gone
+        # closes this connection.
+        upstream.attach_tunnel(self)
+
+    def tunnel_failed(
+        self, upstream: Upstream, exc: BaseException, tried: tuple[str, ...] = ()
+    ) -> None:
+        """--tcp: the upstream cannot be reached; the client learns by the connection closing."""
+        _, message = describe_upstream_failure(upstream, exc, tried)
+        log.warning("upstream %s: %s", upstream.authority, message)
+        self.close()
 
     # -- local answers, timers, closing ---------------------------------------------------
 
@@ -649,7 +663,7 @@ class ClientConnection(_FlowControlled):
 class UpstreamConnection(_FlowControlled):
     """A connection to an upstream, reused across requests through the pool."""
 
-    def __init__(self, pool: UpstreamPool, key: str) -> None:
+    def __init__(self, pool: UpstreamPool, key: str, *, tunnel: bool = False) -> None:
         self.pool = pool
         self.key = key
         self.transport: Transport | None = None
@@ -658,7 +672,9 @@ class UpstreamConnection(_FlowControlled):
         self.gate: _ReadGate | None = None
         self.ready = False
         self.reused = False
-        self.tunnel = False
+        # A --tcp connection is a tunnel from its first byte.
+        self.tunnel = tunnel
+        self.early = b""
         self.client_eof = False
         self.upstream_eof = False
         self.closed = False
@@ -687,11 +703,32 @@ class UpstreamConnection(_FlowControlled):
         if rest and self.client is not None:
             self.client._write(rest)
 
+    def attach_tunnel(self, client: ClientConnection) -> None:
+        """--tcp: the client side is there; the bytes and the end that came before it follow."""
+        self.client = client
+        early, self.early = self.early, b""
+        if early:
+            client._write(early)
+        if self.closed:
+            client.close()
+            return
+        if self.gate is not None:
+            self.gate.resume(BACKLOG)
+        if self.upstream_eof and client.transport is not None:
+            client.transport.write_eof()
+            if self.client_eof:
+                client.close()
+
     def data_received(self, data: bytes) -> None:
         client = self.client
         if self.tunnel:
             if client is not None and client.transport is not None:
                 client.transport.write(data)
+            elif client is None and not self.closed:
+                # --tcp, before the client side is attached: a greeting, kept for it.
+                self.early += data
+                if len(self.early) >= MAX_TUNNEL_EARLY and self.gate is not None:
+                    self.gate.pause(BACKLOG)
             return
         if client is None:
             # An idle connection must not speak; whatever this is, the connection is done.
@@ -866,7 +903,7 @@ class UpstreamPool:
         protocol: UpstreamConnection | None = None
         for host in hosts:
             try:
-                protocol = await self._connect(upstream, key, host)
+                protocol = await self._connect(upstream, key, host, tunnel=tunnel)
             except ssl.SSLError as exc:
                 failures.append(exc)  # something answered there: its TLS is the problem
                 hosts = (host,)
@@ -880,9 +917,11 @@ class UpstreamPool:
         try:
             if protocol is None:
                 tried = tuple(_authority(host, upstream.port) for host in hosts)
-                client.upstream_failed(upstream, failures[-1], tried if len(hosts) > 1 else ())
+                tried = tried if len(tried) > 1 else ()
                 if tunnel:
-                    client.close()
+                    client.tunnel_failed(upstream, failures[-1], tried)
+                else:
+                    client.upstream_failed(upstream, failures[-1], tried)
             elif tunnel:
                 client.tunnel_ready(protocol)
             else:
@@ -906,16 +945,18 @@ class UpstreamPool:
         first = self.answered.get(key, LOOPBACK_HOSTS[0])
         return (first, *(h for h in LOOPBACK_HOSTS if h != first))
 
-    async def _connect(self, upstream: Upstream, key: str, host: str) -> UpstreamConnection:
+    async def _connect(
+        self, upstream: Upstream, key: str, host: str, *, tunnel: bool
+    ) -> UpstreamConnection:
         loop = self.state.loop
         timeout = self.state.config.limits.upstream_connect_timeout
         if upstream.scheme == "unix":
             opening = loop.create_unix_connection(
-                lambda: UpstreamConnection(self, key), upstream.socket_path
+                lambda: UpstreamConnection(self, key, tunnel=tunnel), upstream.socket_path
             )
         else:
             opening = loop.create_connection(
-                lambda: UpstreamConnection(self, key),
+                lambda: UpstreamConnection(self, key, tunnel=tunnel),
                 host,
                 upstream.port,
                 ssl=self.state.upstream_tls if upstream.scheme == "https" else None,

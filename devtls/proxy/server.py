@@ -22,6 +22,7 @@ from devtls.proxy import http1
 from devtls.proxy.certs import CertificateSource
 from devtls.proxy.connection import ClientConnection, ServerState, print_line
 from devtls.proxy.demo import start_demo_server
+from devtls.proxy.pgssl import PostgresNegotiation
 from devtls.proxy.routes import Router, host_without_port
 from devtls.proxy.tls import TLSServerProtocol
 
@@ -106,6 +107,7 @@ def prepare_certificates(
         cert_file=config.cert_file,
         key_file=config.key_file,
         tcp=config.tcp,
+        alpn=config.alpn,
         acme=acme,
     )
     return Certificates(ca, source, acme)
@@ -154,8 +156,8 @@ async def start(
         if not config.quiet:
             write_log(f"TLS handshake failed: {reason}")
 
-    def protocol() -> TLSServerProtocol:
-        return TLSServerProtocol(
+    def protocol() -> asyncio.Protocol:
+        tls = TLSServerProtocol(
             loop,
             certs.default_context,
             lambda: ClientConnection(state),
@@ -163,6 +165,12 @@ async def start(
             plain_http_answer=lambda data: _plain_http_on_tls_port(data, port),
             on_handshake_error=on_handshake_error,
             challenges=acme,
+        )
+        if not config.tcp:
+            return tls
+        # --tcp: a PostgreSQL client's plaintext SSLRequest is answered before TLS.
+        return PostgresNegotiation(
+            loop, tls, timeout=config.limits.handshake_timeout, on_error=on_handshake_error
         )
 
     try:
