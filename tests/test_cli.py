@@ -149,7 +149,11 @@ def test_full_disk_is_one_clear_error_and_leaves_nothing_half_written(
     )  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1, result.stderr
-    expected = "cannot write localhost-key.pem" if ca_exists else "cannot write the CA into"
+    expected = (
+        "cannot write localhost.pem and localhost-key.pem"
+        if ca_exists
+        else "cannot write the CA into"
+    )
     assert expected in result.stderr
     assert "File too large" in result.stderr
     # No temporary or partial files anywhere, and an existing CA is untouched.
