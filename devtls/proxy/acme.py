@@ -376,3 +376,24 @@ def _default_cache(directory: str) -> Path:
     # One folder per ACME directory: staging and production accounts never mix.
     slug = hashlib.sha256(directory.encode()).hexdigest()[:12]
     return Path(platformdirs.user_cache_dir("devtls", appauthor=False)) / "acme" / slug
+
+
+def check_installed() -> None:
+    """Raise DevtlsError if the ``acme`` extra is missing, so ``serve --acme`` fails at start.
+
+    The library is imported only in worker threads once the server is up; without this check
+    a missing package was a traceback after the listeners had opened.
+    """
+    try:
+        import acme.challenges
+        import acme.client
+        import acme.crypto_util
+        import acme.errors
+        import acme.messages  # noqa: F401
+        import josepy  # noqa: F401
+    except ImportError as exc:
+        missing = (exc.name or "acme").partition(".")[0]
+        raise DevtlsError(
+            f"--acme needs the {missing!r} package, which is not installed",
+            "run: pip install 'devtls[acme]'",
+        ) from None

@@ -94,6 +94,11 @@ class Certificates:
 def prepare_certificates(
     config: ServeConfig, write_log: Callable[[str], None] = print_line
 ) -> Certificates:
+    if config.acme is not None:
+        # Before the CA or any listener: a missing extra is one line, then exit 1.
+        from devtls.proxy.acme import check_installed
+
+        check_installed()
     ca: LocalCA | None = None
     if config.cert_file is None:
         ca, created = LocalCA.load_or_create()
@@ -208,12 +213,8 @@ def _acme_manager(
 ) -> AcmeManager | None:
     if config.acme is None:
         return None
-    try:
-        from devtls.proxy.acme import AcmeManager
-    except ImportError:
-        raise DevtlsError(
-            "--acme needs the acme package", "install it: pip install 'devtls[acme]'"
-        ) from None
+    from devtls.proxy.acme import AcmeManager
+
     # The ACME server is reached with the OS roots plus the devtls root (a local test CA).
     from devtls.trust import write_bundle
 

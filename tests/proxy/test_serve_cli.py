@@ -380,3 +380,38 @@ def test_sessions_resume_on_every_worker(session_ca_dir: Path, upstream_port: in
         assert all(resumed)
         process.send_signal(signal.SIGTERM)
         assert process.wait(15) == 0
+
+
+WITHOUT_PACKAGE = """
+import socket, sys
+# As if the package were not installed: importing it raises ModuleNotFoundError.
+sys.modules[sys.argv.pop(1)] = None
+real_listen = socket.socket.listen
+def listen(self, *args):
+    print("LISTENED", file=sys.stderr)
+    return real_listen(self, *args)
+socket.socket.listen = listen
+from devtls.cli import main
+sys.argv = ["devtls", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("missing", ["acme", "josepy"])
+def test_acme_without_the_extra_is_one_line_before_listening(tmp_path: Path, missing: str) -> None:
+    port = free_port()
+    caroot = tmp_path / "ca"
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_PACKAGE, missing, "serve", "3000", "--acme",
+         "--acme-agree-tos", "--acme-host", "a.test", "--acme-http", f"127.0.0.1:{free_port()}",
+         "--listen", f"127.0.0.1:{port}"],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "CAROOT": str(caroot), "DEVTLS_EVENT_LOOP": "asyncio"},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"devtls: error: --acme needs the {missing!r} package, which is not installed; "
+        "run: pip install 'devtls[acme]'"
+    ]
+    assert result.stdout == ""
+    assert not caroot.exists()  # not even a CA was created
