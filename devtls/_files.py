@@ -194,9 +194,11 @@ def check_owner_and_mode(info: os.stat_result, path: Path, *, fix_mode: str) -> 
         return
     me = _user_name(os.geteuid())
     if not trusted_owner(info.st_uid):
+        recursive = "-R " if stat.S_ISDIR(info.st_mode) else ""
         raise UnsafeFileError(
             f"{path} belongs to {_user_name(info.st_uid)}, not to you ({me}) or root",
-            f"if it is yours, run: sudo chown {me} {path}; else use a CAROOT of your own",
+            f"if it is yours, run: sudo chown {recursive}{me} {path}; "
+            "else use a CAROOT of your own",
         )
     mode = stat.S_IMODE(info.st_mode)
     if mode & 0o022:

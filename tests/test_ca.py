@@ -343,7 +343,8 @@ def test_ca_owned_by_another_user_is_refused(tmp_path: Path, target: str) -> Non
     os.chown(path, OTHER_UID, -1)
     message = _refusal(root)
     assert f"{path} belongs to uid {OTHER_UID}, not to you" in message
-    assert f"sudo chown root {path}" in message
+    recursive = "-R " if path == root else ""
+    assert f"if it is yours, run: sudo chown {recursive}root {path}" in message
 
 
 def test_owner_check_without_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
