@@ -11,7 +11,6 @@ import getpass
 import os
 import secrets
 import socket
-import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -102,6 +101,8 @@ class LocalCA:
                 f"cannot create the CA folder {root}: {exc.strerror}",
                 "set CAROOT to a folder you can write to",
             ) from None
+        # A folder others can write to is refused before a CA is created in it, too.
+        _close_dir(_open_folder(root))
         with _files.locked_dir(root):
             if _folder_state(root) == "complete":
                 return _load_pair(root), False
@@ -111,7 +112,13 @@ class LocalCA:
                 _files.write_new_pair(
                     (root / KEY_FILE, ca.key_pem(), _files.SECRET_MODE),
                     (root / CERT_FILE, ca.cert_pem(), _files.PUBLIC_MODE),
+                    overwrite=False,  # a CA made meanwhile by mkcert is never replaced
                 )
+            except FileExistsError:
+                raise CAError(
+                    f"another program created a CA in {root} while devtls was creating one",
+                    "run the command again to use it",
+                ) from None
             except OSError as exc:
                 raise CAError(
                     f"cannot write the CA into {root}: {exc.strerror}",
@@ -252,8 +259,9 @@ def _add_years(moment: dt.datetime, years: int) -> dt.datetime:
 
 
 def _folder_state(root: Path) -> Literal["missing", "complete"]:
-    has_cert = (root / CERT_FILE).exists()
-    has_key = (root / KEY_FILE).exists()
+    # lexists: a dangling symlink is reported as what it is when it is read, not as missing.
+    has_cert = os.path.lexists(root / CERT_FILE)
+    has_key = os.path.lexists(root / KEY_FILE)
     if has_cert and has_key:
         return "complete"
     if not has_cert and not has_key:
@@ -265,25 +273,61 @@ def _folder_state(root: Path) -> Literal["missing", "complete"]:
     )
 
 
-def _read(path: Path) -> bytes:
+def _open_folder(root: Path) -> int | None:
     try:
-        return path.read_bytes()
+        return _files.open_checked_dir(root)
+    except _files.UnsafeFileError as exc:
+        raise CAError(exc.message, exc.hint) from None
     except OSError as exc:
         raise CAError(
-            f"cannot read {path}: {exc.strerror}", "check the file's owner and permissions"
+            f"cannot open the CA folder {root}: {exc.strerror}",
+            "check the folder's owner and permissions",
+        ) from None
+
+
+def _close_dir(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)
+
+
+def _read(root: Path, name: str, dir_fd: int | None) -> tuple[bytes, int]:
+    """A CA file, read as ssh reads its keys (StrictModes): see _files.read_checked_file.
+
+    The folder may be a symlink (CAROOT on another disk is common); the key may not: it is
+    read only from a regular file in the folder that was checked.
+    """
+    is_key = name == KEY_FILE
+    try:
+        return _files.read_checked_file(
+            root,
+            name,
+            dir_fd,
+            fix_mode="600" if is_key else "644",
+            follow_symlinks=not is_key,
+        )
+    except _files.UnsafeFileError as exc:
+        raise CAError(exc.message, exc.hint) from None
+    except OSError as exc:
+        raise CAError(
+            f"cannot read {root / name}: {exc.strerror}", "check the file's owner and permissions"
         ) from None
 
 
 def _load_pair(root: Path) -> LocalCA:
     cert_path, key_path = root / CERT_FILE, root / KEY_FILE
-    cert = _parse_ca_cert(cert_path, _read(cert_path))
-    key = _parse_ca_key(key_path, _read(key_path))
+    dir_fd = _open_folder(root)
+    try:
+        cert = _parse_ca_cert(cert_path, _read(root, CERT_FILE, dir_fd)[0])
+        key_data, key_mode = _read(root, KEY_FILE, dir_fd)
+    finally:
+        _close_dir(dir_fd)
+    key = _parse_ca_key(key_path, key_data)
     if _spki(cert.public_key()) != _spki(key.public_key()):
         raise CAError(
             f"{key_path} does not match {cert_path} (it is the key of another certificate)",
             "restore the matching pair, or move the folder away to start a new CA",
         )
-    _warn_if_key_exposed(key_path)
+    _warn_if_key_exposed(key_path, key_mode)
     return LocalCA(cert, key, root)
 
 
@@ -348,10 +392,16 @@ def _spki(public_key: object) -> bytes:
     )
 
 
-def _warn_if_key_exposed(key_path: Path) -> None:
+def _warn_if_key_exposed(key_path: Path, mode: int) -> None:
+    """A key others can read is used, with a warning (writable ones were refused already).
+
+    A warning, not ssh's refusal: mkcert never checks the mode, so mkcert users copy CA folders
+    with a loose umask (backups, Docker volumes) and expect them to work; refusing would not
+    make the key secret again, only stop the user. Writing, which would let someone else swap
+    the key, is refused.
+    """
     if os.name != "posix":  # pragma: no cover - Windows modes do not mean this
         return
-    mode = stat.S_IMODE(key_path.stat().st_mode)
     if mode & 0o077:
         import logging  # only for this rare warning: `devtls cert` starts faster without it
 

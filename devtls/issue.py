@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -105,14 +106,30 @@ class LeafCert:
         )
 
     def write_pem(self, cert_file: Path, key_file: Path | None) -> None:
-        """Write the certificate (0644) and, if there is one, the key (0600), atomically."""
-        if key_file is not None and self.key is not None:
-            _write(key_file, self.key_pem(), _files.SECRET_MODE)
-        _write(cert_file, self.cert_pem(), _files.PUBLIC_MODE)
+        """Write the certificate (0644) and, if there is one, the key (0600): both or neither.
+
+        A full disk or any other failure leaves neither file (and an older pair as it was):
+        never a key without its certificate.
+        """
+        if key_file is None or self.key is None:
+            cert_pem = self.cert_pem()
+            _write(
+                str(cert_file),
+                lambda: _files.write_atomic(cert_file, cert_pem, _files.PUBLIC_MODE),
+            )
+            return
+        _write(
+            f"{cert_file} and {key_file}",
+            lambda: _files.write_new_pair(
+                (cert_file, self.cert_pem(), _files.PUBLIC_MODE),
+                (key_file, self.key_pem(), _files.SECRET_MODE),
+            ),
+        )
 
     def write_pkcs12(self, p12_file: Path, *, legacy: bool = False) -> None:
         """Write the PKCS#12 file 0600: it holds the private key."""
-        _write(p12_file, self.pkcs12(legacy=legacy), _files.SECRET_MODE)
+        data = self.pkcs12(legacy=legacy)
+        _write(str(p12_file), lambda: _files.write_atomic(p12_file, data, _files.SECRET_MODE))
 
     def server_context(self) -> ssl.SSLContext:
         """A server SSLContext serving this leaf: TLS 1.2+, Mozilla intermediate suites."""
@@ -153,12 +170,12 @@ def server_context_from_pem(chain_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
     return context
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
+def _write(what: str, write: Callable[[], None]) -> None:
     try:
-        _files.write_atomic(path, data, mode)
+        write()
     except OSError as exc:
         raise IssueError(
-            f"cannot write {path}: {exc.strerror or exc}",
+            f"cannot write {what}: {exc.strerror or exc}; nothing was written",
             "choose a folder you can write to (--cert-file/--key-file/--p12-file), or free space",
         ) from None
 

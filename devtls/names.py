@@ -9,7 +9,6 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from enum import Enum
-from urllib.parse import urlsplit
 
 from devtls.errors import UsageError
 
@@ -20,6 +19,18 @@ MAX_LABEL_LENGTH = 63
 MAX_HOSTNAME_LENGTH = 253
 # An email local part as a person types it (RFC 5322 dot-atom); quoted forms are not worth it here.
 _EMAIL_LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+# RFC 3986 appendix A, the parts a URI SAN is checked against.
+MAX_PORT = 65535
+_UNRESERVED = r"A-Za-z0-9._~\-"
+_SUB_DELIMS = r"!$&'()*+,;="
+_PCT_ENCODED = r"%[0-9A-Fa-f]{2}"
+_PCHAR = rf"(?:[{_UNRESERVED}{_SUB_DELIMS}:@]|{_PCT_ENCODED})"
+_URI_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+_URI_USERINFO = re.compile(rf"(?:[{_UNRESERVED}{_SUB_DELIMS}:]|{_PCT_ENCODED})*")
+_URI_REG_NAME = re.compile(rf"(?:[{_UNRESERVED}{_SUB_DELIMS}]|{_PCT_ENCODED})+")
+_URI_IPVFUTURE = re.compile(rf"[vV][0-9A-Fa-f]+\.[{_UNRESERVED}{_SUB_DELIMS}:]+")
+_URI_PATH = re.compile(rf"(?:/{_PCHAR}*)*")  # path-abempty: it follows an authority
+_URI_QUERY = re.compile(rf"(?:{_PCHAR}|[/?])*")  # query and fragment share the grammar
 # Characters that may appear in a file name on every platform; everything else becomes "_".
 _UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9._@+-]")
 
@@ -132,16 +143,77 @@ def _parse_email(text: str) -> str:
 
 
 def _parse_uri(text: str) -> str:
-    try:
-        parts = urlsplit(text)
-    except ValueError as exc:
-        raise UsageError(f"{text!r} is not a valid URI: {exc}") from None
-    if not parts.scheme or not parts.netloc:
-        raise UsageError(
-            f"{text!r} is not a valid URI",
-            "a URI needs a scheme and a host, like spiffe://a.test/x",
+    """A URI SAN: RFC 3986 syntax with an authority that names a host (as mkcert requires).
+
+    ``scheme://[userinfo@]host[:port][/path][?query][#fragment]``, ASCII only (RFC 3986 2.1:
+    other characters are percent-encoded), a port of digits from 0 to 65535 if any. Anything
+    else is a UsageError, never a certificate for a name no client will match.
+    """
+    example = "like spiffe://a.test/x or https://a.test:8443/path"
+    bad = text if len(text) <= 80 else text[:77] + "..."
+
+    def refuse(why: str, hint: str = f"write it {example}") -> UsageError:
+        return UsageError(f"{bad!r} is not a valid URI: {why}", hint)
+
+    if not text.isascii() or not text.isprintable():
+        raise refuse(
+            "it holds a character that is not printable ASCII",
+            "percent-encode it (RFC 3986 2.1), e.g. %C3%A9 for é",
         )
+    scheme, _, rest = text.partition("://")
+    if not _URI_SCHEME.fullmatch(scheme):
+        raise refuse(
+            f"the scheme {scheme!r} is not a letter followed by letters, digits, +, - or ."
+        )
+    end = len(rest)
+    for delimiter in "/?#":
+        found = rest.find(delimiter)
+        if found != -1:
+            end = min(end, found)
+    authority, tail = rest[:end], rest[end:]
+    userinfo, at, host_port = authority.rpartition("@")
+    if at and not _URI_USERINFO.fullmatch(userinfo):
+        raise refuse(f"the user part {userinfo!r} holds characters a URI cannot")
+    if host_port.startswith("["):
+        host, bracket, port_part = host_port.partition("]")
+        host += bracket
+        if not bracket or not _uri_ip_literal(host[1:-1]):
+            raise refuse(
+                f"{host!r} is not a bracketed IPv6 address", "write it like https://[::1]:8443/"
+            )
+    else:
+        host, colon, port = host_port.partition(":")
+        port_part = colon + port
+        if not host:
+            raise refuse("it names no host", "a URI needs a scheme and a host, " + example)
+        if not _URI_REG_NAME.fullmatch(host):
+            raise refuse(f"the host {host!r} holds characters a URI cannot")
+    if port_part and not port_part.startswith(":"):
+        raise refuse(f"{port_part!r} follows the host where only ':PORT' may")
+    if port_part:
+        port = port_part[1:]
+        if port and (not port.isdigit() or int(port) > MAX_PORT):
+            raise refuse(f"the port {port_part.lstrip(':')!r} is not a number from 0 to {MAX_PORT}")
+    path_and_query, _, fragment = tail.partition("#")
+    path, _, query = path_and_query.partition("?")
+    if not _URI_PATH.fullmatch(path):
+        raise refuse(f"the path {path!r} holds characters a URI cannot (percent-encode them)")
+    if not _URI_QUERY.fullmatch(query) or not _URI_QUERY.fullmatch(fragment):
+        raise refuse("the query or fragment holds characters a URI cannot (percent-encode them)")
     return text
+
+
+def _uri_ip_literal(inside: str) -> bool:
+    """RFC 3986 3.2.2 IP-literal: an IPv6 address (no zone) or an IPvFuture."""
+    if inside[:1] in ("v", "V"):
+        return _URI_IPVFUTURE.fullmatch(inside) is not None
+    if "%" in inside:  # an RFC 6874 zone: certificates cannot hold it
+        return False
+    try:
+        ipaddress.IPv6Address(inside)
+    except ValueError:
+        return False
+    return True
 
 
 def wildcard_warnings(names: list[Name]) -> list[str]:

@@ -149,7 +149,11 @@ def test_full_disk_is_one_clear_error_and_leaves_nothing_half_written(
     )  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1, result.stderr
-    expected = "cannot write localhost-key.pem" if ca_exists else "cannot write the CA into"
+    expected = (
+        "cannot write localhost.pem and localhost-key.pem"
+        if ca_exists
+        else "cannot write the CA into"
+    )
     assert expected in result.stderr
     assert "File too large" in result.stderr
     # No temporary or partial files anywhere, and an existing CA is untouched.
@@ -158,3 +162,15 @@ def test_full_disk_is_one_clear_error_and_leaves_nothing_half_written(
         assert {p.name: p.read_bytes() for p in caroot.iterdir()} == before
     else:
         assert not caroot.exists() or list(caroot.iterdir()) == []
+
+
+def test_cert_with_a_bad_uri_port_is_bad_usage(caroot: Path, chdir_tmp: Path) -> None:
+    # mkcert refuses it too; before, devtls issued a certificate for it.
+    result = devtls("cert", "localhost", "http://x:bad", cwd=chdir_tmp)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "devtls: error: 'http://x:bad' is not a valid URI: the port 'bad' is not a number "
+        "from 0 to 65535; write it like spiffe://a.test/x or https://a.test:8443/path"
+    ]
+    assert list(chdir_tmp.iterdir()) == []
+    assert not caroot.exists()

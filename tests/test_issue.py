@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
+import os
 import socket
 import ssl
 import stat
@@ -13,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from devtls import _files
 from devtls.ca import LocalCA
 from devtls.errors import IssueError, UsageError
 from devtls.issue import (
@@ -250,3 +253,79 @@ def test_rsa_key_sizes(local_ca: LocalCA) -> None:
     leaf = local_ca.issue("localhost")
     assert isinstance(leaf.key, rsa.RSAPrivateKey)
     assert leaf.key.key_size == 2048
+
+
+# -- a key never without its certificate: both files or neither, on a full disk too ---------
+
+
+def _fail_on_call(
+    monkeypatch: pytest.MonkeyPatch, target: object, name: str, failing_call: int, error: OSError
+) -> None:
+    real = getattr(target, name)
+    calls = 0
+
+    def fake(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == failing_call:
+            raise error
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, fake)
+
+
+DISK_FULL = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("failing_write", [1, 2])
+def test_full_disk_leaves_neither_key_nor_certificate(
+    local_ca: LocalCA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing_write: int
+) -> None:
+    leaf = local_ca.issue("localhost", key_type="ecdsa")
+    _fail_on_call(monkeypatch, _files, "_write_fd", failing_write, DISK_FULL)
+    with pytest.raises(IssueError) as excinfo:
+        leaf.write_pem(tmp_path / "c.pem", tmp_path / "k.pem")
+    assert "No space left on device; nothing was written" in str(excinfo.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_rename_leaves_neither_and_keeps_an_older_pair(
+    local_ca: LocalCA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert_file, key_file = tmp_path / "c.pem", tmp_path / "k.pem"
+    old = local_ca.issue("old.test", key_type="ecdsa")
+    old.write_pem(cert_file, key_file)
+    fresh = local_ca.issue("new.test", key_type="ecdsa")
+    _fail_on_call(monkeypatch, os, "replace", 2, DISK_FULL)
+    with pytest.raises(IssueError):
+        fresh.write_pem(cert_file, key_file)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pem", "k.pem"]
+    assert cert_file.read_bytes() == old.cert_pem()
+    assert key_file.read_bytes() == old.key_pem()
+    monkeypatch.undo()
+    (tmp_path / "c.pem").unlink()
+    (tmp_path / "k.pem").unlink()
+    _fail_on_call(monkeypatch, os, "replace", 2, DISK_FULL)
+    with pytest.raises(IssueError):
+        fresh.write_pem(cert_file, key_file)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_full_disk_leaves_no_pkcs12_file(
+    caroot: Path, chdir_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    LocalCA.load_or_create()
+    _fail_on_call(monkeypatch, _files, "_write_fd", 1, DISK_FULL)
+    with pytest.raises(IssueError, match=r"cannot write a\.test\.p12: No space left"):
+        make_cert_files(CertRequest(names=("a.test",), pkcs12=True, key_type="ecdsa"))
+    assert list(chdir_tmp.iterdir()) == []
+
+
+def test_make_cert_files_on_a_full_disk_writes_nothing(
+    caroot: Path, chdir_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    LocalCA.load_or_create()
+    _fail_on_call(monkeypatch, _files, "_write_fd", 2, DISK_FULL)
+    with pytest.raises(IssueError, match=r"cannot write a\.test\.pem and a\.test-key\.pem"):
+        make_cert_files(CertRequest(names=("a.test",), key_type="ecdsa"))
+    assert list(chdir_tmp.iterdir()) == []

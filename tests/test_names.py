@@ -151,3 +151,121 @@ def test_generated_hostnames_are_accepted(labels: list[str], wildcard: bool) -> 
     assert name.kind is NameKind.DNS
     assert name.value == text
     assert default_file_names([name]).cert == text.replace("*", "_wildcard") + ".pem"
+
+
+# -- URIs: RFC 3986 with a host and a numeric port, or a usage error (mkcert refuses them too) --
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "spiffe://cluster.test/ns/default/sa/app",
+        "https://a.test:8443/x",
+        "http://x:0",
+        "http://x:65535",
+        "http://x:",  # RFC 3986 3.2.3: an empty port is allowed (and means the default)
+        "http://x:00080",
+        "https://user:pa%20ss@a.test/p/a;b=c/@:/?q=1&r=/?#frag/?",
+        "http://[::1]:8443/",
+        "http://[2001:db8::7]/c=GB?objectClass?one",
+        "http://[v7.fe80::1+zone]/",
+        "urn+x-y.z://h.test",
+        "ldap://192.0.2.16:389/",
+        "http://%61.test/%7Euser",
+        "http://a.test!$&'()*+,;=/",
+        "HTTPS://A.TEST",
+    ],
+)
+def test_valid_uris_are_kept_as_they_are(text: str) -> None:
+    assert parse_name(text) == Name(NameKind.URI, text)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("http://x:bad", "the port 'bad' is not a number from 0 to 65535"),
+        ("http://x:65536", "the port '65536'"),
+        ("http://x:99999999999999999999", "is not a number"),
+        ("http://x:-1", "the port '-1'"),
+        ("http://x:+1", "the port '+1'"),
+        ("http://x:0x50", "the port '0x50'"),
+        ("http://x:1:2", "the port '1:2'"),
+        ("http://x:８０", "not printable ASCII"),  # fullwidth digits: isdigit() says yes
+        ("http://x:١", "not printable ASCII"),
+        ("spiffe://", "names no host"),
+        ("http://:80/", "names no host"),
+        ("http://u@/", "names no host"),
+        ("1http://x", "the scheme '1http'"),
+        ("ht_tp://x", "the scheme 'ht_tp'"),
+        ("://x", "the scheme ''"),
+        ("http://[::1", "not a bracketed IPv6 address"),
+        ("http://[::g]/", "not a bracketed IPv6 address"),
+        ("http://[fe80::1%25eth0]/", "not a bracketed IPv6 address"),
+        ("http://[::1]x/", "follows the host"),
+        ("http://a@b@c/", "the user part 'a@b'"),
+        ("http://x^y/", "the host 'x^y'"),
+        ("http://x/%zz", "the path '/%zz'"),
+        ("http://x/a|b", "the path '/a|b'"),
+        ("http://x/a\\b", "the path"),
+        ("http://x/?a<b", "query or fragment"),
+        ("http://x/#a#b", "query or fragment"),
+        ("http://é.test/", "percent-encode it"),
+        ("http://x/\x7f", "not printable ASCII"),
+    ],
+)
+def test_invalid_uris_are_usage_errors(text: str, reason: str) -> None:
+    with pytest.raises(UsageError) as excinfo:
+        parse_name(text)
+    message = str(excinfo.value)
+    assert reason in message
+    assert "is not a valid URI" in message
+    assert "\n" not in message
+    assert excinfo.value.exit_code == 2
+
+
+uri_chars = string.ascii_letters + string.digits + "-._~!$&'()*+,;=:@/?#[]%^|\\\"<> é\x00"
+
+
+@given(st.text(alphabet=uri_chars, max_size=40), st.sampled_from(["http://", "spiffe://", "x://"]))
+def test_uri_either_parses_or_raises_usage_error(rest: str, scheme: str) -> None:
+    try:
+        name = parse_name(scheme + rest)
+    except UsageError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert name.kind is NameKind.URI
+    assert parse_name(str(name)) == name
+
+
+unreserved_or_sub = st.sampled_from(string.ascii_letters + string.digits + "-._~!$&'()*+,;=")
+pct = st.builds(lambda a, b: f"%{a}{b}", *[st.sampled_from("0123456789abcdefABCDEF")] * 2)
+reg_name = st.lists(unreserved_or_sub | pct, min_size=1, max_size=12).map("".join)
+segment = st.lists(unreserved_or_sub | pct | st.sampled_from(":@"), max_size=6).map("".join)
+
+
+@given(
+    st.from_regex(r"[A-Za-z][A-Za-z0-9+.-]{0,6}", fullmatch=True),
+    reg_name,
+    st.none() | st.integers(0, 65535),
+    st.lists(segment, max_size=4),
+    st.none() | segment,
+)
+def test_generated_uris_are_accepted(
+    scheme: str, host: str, port: int | None, segments: list[str], query: str | None
+) -> None:
+    text = f"{scheme}://{host}" + (f":{port}" if port is not None else "")
+    text += "".join(f"/{s}" for s in segments) + (f"?{query}" if query is not None else "")
+    assert parse_name(text) == Name(NameKind.URI, text)
+
+
+@given(
+    reg_name,
+    st.integers(65536)
+    | st.text(min_size=1, max_size=6)
+    .filter(lambda t: not t.isdecimal())
+    .map(lambda t: t.replace("/", "x").replace("?", "x").replace("#", "x")),
+)
+def test_generated_bad_ports_are_refused(host: str, port: int | str) -> None:
+    text = f"http://{host}:{port}/"
+    with pytest.raises(UsageError):
+        parse_name(text)

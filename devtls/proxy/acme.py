@@ -15,6 +15,7 @@ import hashlib
 import logging
 import random
 import ssl
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,6 +43,37 @@ ORDER_TIMEOUT = dt.timedelta(seconds=90)
 # After a failed renewal: wait this long, doubling up to a day, with jitter.
 FIRST_BACKOFF = 60.0
 MAX_BACKOFF = 24 * 3600.0
+
+
+async def in_daemon_thread(func: Callable[..., T], *args: Any) -> T:
+    """``asyncio.to_thread`` on a daemon thread of its own.
+
+    An ACME request can block for long (an order is polled for up to ORDER_TIMEOUT). In the
+    loop's default executor it would hold up the exit after a stop: the executor, and then the
+    interpreter, wait for its threads. Cancelled, the caller stops waiting at once, and the
+    thread's late result is dropped.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():  # cancelled meanwhile
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def work() -> None:
+        try:
+            result, error = func(*args), None
+        except BaseException as exc:  # handed to the caller, as to_thread does
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=work, name="devtls-acme", daemon=True).start()
+    return await future
 
 
 @functools.cache  # registered once: parsed challenges must be instances of these classes
@@ -109,7 +141,7 @@ class AcmeManager:
     async def start(self) -> None:
         """Account first (a ToS problem stops the server), then certificates in the background."""
         _files.ensure_private_dir(self.cache)
-        await asyncio.to_thread(self._open_account)
+        await in_daemon_thread(self._open_account)
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
@@ -277,7 +309,7 @@ class AcmeManager:
         )
         csr_pem = crypto_util.make_csr(key_pem, [host])
         acme = self._client
-        order = await asyncio.to_thread(self._retry, lambda: acme.new_order(csr_pem), "order")
+        order = await in_daemon_thread(self._retry, lambda: acme.new_order(csr_pem), "order")
         tls_alpn, _ = _register_tls_alpn()
         wanted = challenges.HTTP01 if self.settings.challenge == "http-01" else tls_alpn
         answered: list[tuple[str, str]] = []
@@ -299,13 +331,13 @@ class AcmeManager:
                 else:
                     self.alpn_contexts[name] = _alpn_context(name, validation)
                     answered.append(("alpn", name))
-                await asyncio.to_thread(
+                await in_daemon_thread(
                     self._retry,
                     lambda c=challenge, r=response: acme.answer_challenge(c, r),
                     "answer",
                 )
             deadline = dt.datetime.now() + ORDER_TIMEOUT
-            done = await asyncio.to_thread(
+            done = await in_daemon_thread(
                 self._retry, lambda: acme.poll_and_finalize(order, deadline), "finalize"
             )
         finally:
@@ -376,3 +408,24 @@ def _default_cache(directory: str) -> Path:
     # One folder per ACME directory: staging and production accounts never mix.
     slug = hashlib.sha256(directory.encode()).hexdigest()[:12]
     return Path(platformdirs.user_cache_dir("devtls", appauthor=False)) / "acme" / slug
+
+
+def check_installed() -> None:
+    """Raise DevtlsError if the ``acme`` extra is missing, so ``serve --acme`` fails at start.
+
+    The library is imported only in worker threads once the server is up; without this check
+    a missing package was a traceback after the listeners had opened.
+    """
+    try:
+        import acme.challenges
+        import acme.client
+        import acme.crypto_util
+        import acme.errors
+        import acme.messages  # noqa: F401
+        import josepy  # noqa: F401
+    except ImportError as exc:
+        missing = (exc.name or "acme").partition(".")[0]
+        raise DevtlsError(
+            f"--acme needs the {missing!r} package, which is not installed",
+            "run: pip install 'devtls[acme]'",
+        ) from None

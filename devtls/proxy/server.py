@@ -12,7 +12,7 @@ import socket
 import ssl
 import sys
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, cast
 
 from devtls.ca import LocalCA
@@ -35,6 +35,11 @@ log = logging.getLogger("devtls")
 DRAIN_POLL_SECONDS = 0.05
 LISTEN_BACKLOG = 1024
 ORPHAN_CHECK_SECONDS = 1.0
+# How the first worker (the parent) passes a stop on to the others. Not SIGTERM: the workers
+# often get that one directly as well (Ctrl-C reaches the whole process group, systemd signals
+# the whole cgroup), and a forwarded copy would count as a second signal. Both are idempotent.
+WORKER_STOP_SIGNAL = "SIGUSR1"  # drain, as a first SIGTERM
+WORKER_HURRY_SIGNAL = "SIGUSR2"  # cut the drain short, as a second SIGTERM
 
 
 @dataclass
@@ -47,9 +52,26 @@ class RunningServer:
     banner: list[str]
     stopping: asyncio.Event
     acme: AcmeManager | None = None
+    # Set by a second stop signal: the drain ends at once, connections still busy are cut.
+    hurry: asyncio.Event = field(default_factory=asyncio.Event)
 
     def stop(self) -> None:
         self.stopping.set()
+
+    def on_stop_signal(self) -> bool:
+        """SIGINT or SIGTERM: the first one drains, the next one cuts the drain short.
+
+        Returns whether this one cut it short.
+        """
+        if self.stopping.is_set():
+            self.hurry.set()
+            return True
+        self.stop()
+        return False
+
+    def cut_short(self) -> None:
+        self.stop()
+        self.hurry.set()
 
 
 # Each client connection may need an upstream one too; nginx's worker_rlimit_nofile exists for
@@ -95,6 +117,11 @@ class Certificates:
 def prepare_certificates(
     config: ServeConfig, write_log: Callable[[str], None] = print_line
 ) -> Certificates:
+    if config.acme is not None:
+        # Before the CA or any listener: a missing extra is one line, then exit 1.
+        from devtls.proxy.acme import check_installed
+
+        check_installed()
     ca: LocalCA | None = None
     if config.cert_file is None:
         ca, created = LocalCA.load_or_create()
@@ -216,12 +243,8 @@ def _acme_manager(
 ) -> AcmeManager | None:
     if config.acme is None:
         return None
-    try:
-        from devtls.proxy.acme import AcmeManager
-    except ImportError:
-        raise DevtlsError(
-            "--acme needs the acme package", "install it: pip install 'devtls[acme]'"
-        ) from None
+    from devtls.proxy.acme import AcmeManager
+
     # The ACME server is reached with the OS roots plus the devtls root (a local test CA).
     from devtls.trust import write_bundle
 
@@ -353,10 +376,17 @@ async def run(
     listen_sockets: list[socket.socket] | None = None,
     certificates: Certificates | None = None,
     parent_pid: int | None = None,
+    on_stop_signal: Callable[[bool], None] | None = None,
 ) -> int:
     """Serve until SIGINT or SIGTERM, then drain (bounded) and return 0.
 
-    A worker (``parent_pid`` given) prints no banner and also stops when its parent is gone.
+    The handlers stay installed while draining: a second SIGINT or SIGTERM ends the drain at
+    once (busy connections are cut) and still returns 0, as nginx's fast shutdown after a
+    graceful one. They are left to the loop, which removes them when it closes: a signal
+    during the last of the teardown does not kill the process either.
+    A worker (``parent_pid`` given) prints no banner, also stops when its parent is gone, and
+    obeys WORKER_STOP_SIGNAL and WORKER_HURRY_SIGNAL. ``on_stop_signal(cut_short)`` is called
+    after each SIGINT or SIGTERM (the parent of workers passes it on).
     """
     running = await start(
         config,
@@ -368,11 +398,22 @@ async def run(
     if parent_pid is not None:
         running.banner = []
         _stop_when_orphaned(loop, running, parent_pid)
-    installed: list[signal.Signals] = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
+
+    def stop_signal() -> None:
+        cut_short = running.on_stop_signal()
+        if on_stop_signal is not None:
+            on_stop_signal(cut_short)
+
+    handlers: list[tuple[signal.Signals, Callable[[], None]]] = [
+        (signal.SIGINT, stop_signal),
+        (signal.SIGTERM, stop_signal),
+    ]
+    if parent_pid is not None:
+        handlers.append((getattr(signal, WORKER_STOP_SIGNAL), running.stop))
+        handlers.append((getattr(signal, WORKER_HURRY_SIGNAL), running.cut_short))
+    for signum, handler in handlers:
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows
-            loop.add_signal_handler(signum, running.stop)
-            installed.append(signum)
+            loop.add_signal_handler(signum, handler)
     # The banner comes last: whoever reads it may signal us at once.
     for line in running.banner:
         print_line(line)
@@ -381,8 +422,6 @@ async def run(
     try:
         await running.stopping.wait()
     finally:
-        for signum in installed:
-            loop.remove_signal_handler(signum)
         await shutdown(running)
     return 0
 
@@ -407,8 +446,10 @@ async def shutdown(running: RunningServer) -> None:
         connection.close_if_idle()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + state.config.limits.drain_timeout
-    while state.connections and loop.time() < deadline:
-        await asyncio.sleep(DRAIN_POLL_SECONDS)
+    while state.connections and loop.time() < deadline and not running.hurry.is_set():
+        # Woken by a second signal at once, else polled: a connection ends by itself.
+        with contextlib.suppress(asyncio.TimeoutError):  # not TimeoutError before 3.11
+            await asyncio.wait_for(running.hurry.wait(), DRAIN_POLL_SECONDS)
         for connection in list(state.connections):
             connection.close_if_idle()
     for connection in list(state.connections):

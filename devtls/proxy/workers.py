@@ -21,6 +21,8 @@ from devtls.config import Address, ServeConfig
 from devtls.errors import DevtlsError
 from devtls.proxy.server import (
     LISTEN_BACKLOG,
+    WORKER_HURRY_SIGNAL,
+    WORKER_STOP_SIGNAL,
     Certificates,
     listen_error,
     prepare_certificates,
@@ -79,6 +81,11 @@ def serve_with_workers(config: ServeConfig) -> int:
     # Buffered output would otherwise be written once more by every child.
     sys.stdout.flush()
     sys.stderr.flush()
+
+    def pass_on(cut_short: bool) -> None:
+        # A stop signal to the parent reaches the workers at once: they drain alongside it.
+        signal_workers(children, WORKER_HURRY_SIGNAL if cut_short else WORKER_STOP_SIGNAL)
+
     try:
         for group in groups[1:]:
             pid = os.fork()
@@ -87,7 +94,14 @@ def serve_with_workers(config: ServeConfig) -> int:
                 os._exit(_worker(config, group, certificates, parent))
             children.append(pid)
         close_all(groups[1:])
-        return run_on_new_loop(run(config, listen_sockets=groups[0], certificates=certificates))
+        return run_on_new_loop(
+            run(
+                config,
+                listen_sockets=groups[0],
+                certificates=certificates,
+                on_stop_signal=pass_on,
+            )
+        )
     finally:
         close_all(groups[:1])
         stop_workers(children, config.limits.drain_timeout + STOP_GRACE_SECONDS)
@@ -109,12 +123,36 @@ def _worker(
     return 1
 
 
-def stop_workers(pids: list[int], timeout: float) -> None:
-    """SIGTERM each worker, wait up to ``timeout`` for all, then kill the rest."""
+def signal_workers(pids: list[int], name: str) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, getattr(signal, name))
+
+
+def stop_workers(pids: list[int], timeout: float) -> None:
+    """Ask each worker to drain, wait up to ``timeout`` for all, then kill the rest.
+
+    Meanwhile a SIGINT or SIGTERM to the parent (its event loop is closed by now) cuts the
+    workers' drains short instead of killing the parent by the signal.
+    """
     remaining = set(pids)
+
+    def cut_short(signum: int, frame: object) -> None:
+        signal_workers(sorted(remaining), WORKER_HURRY_SIGNAL)
+
+    previous = {signum: signal.signal(signum, cut_short) for signum in STOP_SIGNALS}
+    try:
+        signal_workers(pids, WORKER_STOP_SIGNAL)
+        _wait_for_workers(remaining, timeout)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _wait_for_workers(remaining: set[int], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while remaining:
         for pid in list(remaining):

@@ -52,8 +52,10 @@ def upstream_port() -> Iterator[int]:
 
 
 @contextmanager
-def serving(*args: str, caroot: Path) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
-    env = {**os.environ, "CAROOT": str(caroot)}
+def serving(
+    *args: str, caroot: Path, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    env = {**os.environ, "CAROOT": str(caroot), **(env or {})}
     process = subprocess.Popen(
         [sys.executable, "-m", "devtls", "serve", *args],
         stdout=subprocess.PIPE,
@@ -380,3 +382,212 @@ def test_sessions_resume_on_every_worker(session_ca_dir: Path, upstream_port: in
         assert all(resumed)
         process.send_signal(signal.SIGTERM)
         assert process.wait(15) == 0
+
+
+WITHOUT_PACKAGE = """
+import socket, sys
+# As if the package were not installed: importing it raises ModuleNotFoundError.
+sys.modules[sys.argv.pop(1)] = None
+real_listen = socket.socket.listen
+def listen(self, *args):
+    print("LISTENED", file=sys.stderr)
+    return real_listen(self, *args)
+socket.socket.listen = listen
+from devtls.cli import main
+sys.argv = ["devtls", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("missing", ["acme", "josepy"])
+def test_acme_without_the_extra_is_one_line_before_listening(tmp_path: Path, missing: str) -> None:
+    port = free_port()
+    caroot = tmp_path / "ca"
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_PACKAGE, missing, "serve", "3000", "--acme",
+         "--acme-agree-tos", "--acme-host", "a.test", "--acme-http", f"127.0.0.1:{free_port()}",
+         "--listen", f"127.0.0.1:{port}"],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "CAROOT": str(caroot), "DEVTLS_EVENT_LOOP": "asyncio"},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"devtls: error: --acme needs the {missing!r} package, which is not installed; "
+        "run: pip install 'devtls[acme]'"
+    ]
+    assert result.stdout == ""
+    assert not caroot.exists()  # not even a CA was created
+
+
+# -- stopping: a second signal cuts the drain short; the last request ending ends the process --
+
+
+class SleepyHandler(BaseHTTPRequestHandler):
+    """GET /sleep/SECONDS answers after that long; ``started`` is set when a request came."""
+
+    started = threading.Event()
+
+    def do_GET(self) -> None:
+        SleepyHandler.started.set()
+        time.sleep(float(self.path.rsplit("/", 1)[1]))
+        body = b"slept"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def sleepy_port() -> Iterator[int]:
+    SleepyHandler.started.clear()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SleepyHandler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+class InFlight(threading.Thread):
+    """One request through devtls in a thread: the answer (or b"" if cut) and when it ended."""
+
+    def __init__(self, port: int, caroot: Path, path: str) -> None:
+        super().__init__(daemon=True)
+        self.port, self.caroot, self.path = port, caroot, path
+        self.answer = b""
+        self.ended = 0.0
+
+    def run(self) -> None:
+        context = ssl.create_default_context(cafile=str(self.caroot / "rootCA.pem"))
+        try:
+            with context.wrap_socket(
+                socket.create_connection(("127.0.0.1", self.port), timeout=30),
+                server_hostname="localhost",
+            ) as tls:
+                tls.sendall(f"GET {self.path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+                while True:
+                    piece = tls.recv(65536)
+                    if not piece:
+                        break
+                    self.answer += piece
+                    if self.answer.endswith(b"slept"):
+                        break
+        except OSError:
+            pass
+        self.ended = time.monotonic()
+
+
+def _listen_port(lines: list[str]) -> int:
+    return int(lines[-1].split("localhost:")[1].split()[0])
+
+
+def _started_request(port: int, caroot: Path, seconds: float) -> InFlight:
+    request = InFlight(port, caroot, f"/sleep/{seconds}")
+    request.start()
+    assert SleepyHandler.started.wait(10), "the request never reached the upstream"
+    return request
+
+
+loops = pytest.mark.parametrize("event_loop", ["", "asyncio"], ids=["default-loop", "asyncio"])
+signal_pairs = pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (signal.SIGTERM, signal.SIGTERM),
+        (signal.SIGINT, signal.SIGINT),
+        (signal.SIGTERM, signal.SIGINT),
+    ],
+    ids=["term-term", "int-int", "term-int"],
+)
+# Far above every bound below: a drain ending by its timeout would fail the tests.
+LONG_DRAIN = ("--limit", "drain_timeout=60", "--quiet")
+
+
+@loops
+@signal_pairs
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "workers"])
+def test_second_signal_cuts_the_drain_short_and_exits_0(
+    session_ca_dir: Path,
+    sleepy_port: int,
+    event_loop: str,
+    first: signal.Signals,
+    second: signal.Signals,
+    workers: int,
+) -> None:
+    if workers > 1 and sys.platform != "linux":
+        pytest.skip("--workers is Linux only")
+    args = (str(sleepy_port), "--listen", "127.0.0.1:0", "--workers", str(workers), *LONG_DRAIN)
+    env = {"DEVTLS_EVENT_LOOP": event_loop}
+    with serving(*args, caroot=session_ca_dir, env=env) as (process, lines):
+        if workers > 1:
+            assert wait_for(lambda: len(child_pids(process.pid)) == workers - 1)
+        family = [process.pid, *child_pids(process.pid)]
+        request = _started_request(_listen_port(lines), session_ca_dir, 30)
+        process.send_signal(first)
+        time.sleep(0.5)
+        assert process.poll() is None, "the first signal must drain, not stop at once"
+        process.send_signal(second)
+        sent = time.monotonic()
+        assert process.wait(10) == 0  # not -15: killed by the signal
+        assert time.monotonic() - sent < 3  # generous: it is well under a second
+        request.join(10)
+        assert b"slept" not in request.answer  # cut, not waited for
+        assert wait_for(lambda: not [p for p in family[1:] if Path(f"/proc/{p}").exists()])
+
+
+@loops
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "workers"])
+def test_exits_soon_after_the_last_request_in_flight_ends(
+    session_ca_dir: Path, sleepy_port: int, event_loop: str, workers: int
+) -> None:
+    if workers > 1 and sys.platform != "linux":
+        pytest.skip("--workers is Linux only")
+    args = (str(sleepy_port), "--listen", "127.0.0.1:0", "--workers", str(workers), *LONG_DRAIN)
+    env = {"DEVTLS_EVENT_LOOP": event_loop}
+    with serving(*args, caroot=session_ca_dir, env=env) as (process, lines):
+        if workers > 1:
+            assert wait_for(lambda: len(child_pids(process.pid)) == workers - 1)
+        request = _started_request(_listen_port(lines), session_ca_dir, 1.0)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+        exited = time.monotonic()
+        request.join(10)
+        assert request.answer.startswith(b"HTTP/1.1 200")
+        assert request.answer.endswith(b"slept")
+        # Nothing else (timers, pools, threads, other workers) keeps it alive: about 0.1 s.
+        assert exited - request.ended < 1.5
+
+
+STUCK_ACME_CALL = """
+import asyncio, time
+from devtls.proxy.acme import in_daemon_thread
+from devtls.proxy.server import run_on_new_loop
+
+async def main() -> int:
+    assert await in_daemon_thread(lambda x: x + 1, 1) == 2
+    try:
+        await in_daemon_thread(lambda: 1 / 0)
+    except ZeroDivisionError:
+        pass
+    # An ACME request stuck in a thread, as a stop signal cancels the manager's task.
+    task = asyncio.ensure_future(in_daemon_thread(time.sleep, 120))
+    await asyncio.sleep(0.1)
+    task.cancel()
+    return 0
+
+raise SystemExit(run_on_new_loop(main()))
+"""
+
+
+def test_a_stuck_acme_request_does_not_hold_up_the_exit() -> None:
+    # With asyncio.to_thread the loop's executor, then the interpreter, waited 120 s for it.
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", STUCK_ACME_CALL], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert time.monotonic() - started < 20
