@@ -8,7 +8,18 @@ from pathlib import Path
 import devtls
 
 PACKAGE = Path(devtls.__file__).parent
-CORE = {"errors", "_files", "names", "ca", "issue", "config", "proxy.http1", "proxy.routes"}
+CORE = {
+    "errors",
+    "_files",
+    "names",
+    "ca",
+    "issue",
+    "config",
+    "proxy.http1",
+    "proxy.uri",
+    "proxy.forwarding",
+    "proxy.routes",
+}
 FORBIDDEN_IN_CORE = {"asyncio", "typer", "rich", "click"}
 
 
