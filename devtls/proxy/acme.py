@@ -90,8 +90,9 @@ class AcmeManager:
     # -- what the TLS and HTTP sides ask ---------------------------------------------------
 
     def context_for(self, server_name: str | None) -> ssl.SSLContext | None:
+        # Names are compared without regard to case (RFC 4343): keys are lower case.
         name = server_name or self.settings.hosts[0]
-        return self.contexts.get(name)
+        return self.contexts.get(name.lower())
 
     def http01_answer(self, path: str) -> bytes | None:
         prefix = "/.well-known/acme-challenge/"
@@ -101,7 +102,7 @@ class AcmeManager:
         self, server_name: str | None, alpn: tuple[bytes, ...]
     ) -> ssl.SSLContext | None:
         if ACME_TLS_ALPN in alpn and server_name is not None:
-            return self.alpn_contexts.get(server_name)
+            return self.alpn_contexts.get(server_name.lower())
         return None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -248,7 +249,7 @@ class AcmeManager:
         leaf = x509.load_pem_x509_certificates(chain)[0]
         context = server_context_from_pem(chain, key)
         context.set_alpn_protocols(["http/1.1"])
-        self.contexts[host] = context
+        self.contexts[host.lower()] = context
         self.lifetimes[host] = (leaf.not_valid_before_utc, leaf.not_valid_after_utc)
 
     async def _obtain_with_retries(self, host: str) -> bool:
@@ -291,7 +292,7 @@ class AcmeManager:
                 if challenge is None:
                     raise DevtlsError(f"the CA offers no {self.settings.challenge} challenge")
                 response, validation = challenge.response_and_validation(self._jwk)
-                name = authz.body.identifier.value
+                name = authz.body.identifier.value.lower()
                 if wanted is challenges.HTTP01:
                     token = challenge.chall.encode("token")
                     self.http_tokens[token] = validation.encode()
