@@ -24,6 +24,9 @@ HOST_NAME = 0
 MAX_HELLO = 64 * 1024
 # RFC 8446 5.1: a plaintext record carries at most 2^14 bytes.
 MAX_RECORD = 1 << 14
+# What is held while a hello arrives, record headers included (a hello cut into tiny records
+# carries 5 bytes of header per piece).
+MAX_BUFFERED = MAX_HELLO + 5 + MAX_RECORD
 # RFC 1035 / RFC 6066: labels of 1-63 octets, a name of at most 253 (without a final dot).
 MAX_LABEL = 63
 MAX_NAME = 253
@@ -105,7 +108,7 @@ class HelloReader:
     """Collects the records of one ClientHello as they arrive, in any number of pieces.
 
     Each byte is looked at once (a hello sent one byte per TCP segment costs no more than one
-    sent whole), and at most MAX_HELLO plus one record is ever held.
+    sent whole), and at most MAX_BUFFERED bytes are ever held.
     """
 
     __slots__ = ("_at", "_message", "buffer")
@@ -119,6 +122,8 @@ class HelloReader:
         """The hello once complete, None while more bytes are needed; ProtocolError if bad."""
         buffer = self.buffer
         buffer += data
+        if len(buffer) > MAX_BUFFERED:
+            raise ProtocolError("ClientHello too large")
         while len(buffer) >= self._at + 5:
             at = self._at
             if buffer[at] != HANDSHAKE_RECORD:
