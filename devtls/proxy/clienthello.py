@@ -156,70 +156,75 @@ def parse_client_hello(data: bytes) -> ClientHello | None:
     return HelloReader().feed(data)
 
 
-class _Cursor:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.at = 0
-
-    def take(self, size: int) -> bytes:
-        if size < 0 or self.at + size > len(self.data):
-            raise ProtocolError("truncated ClientHello")
-        piece = self.data[self.at : self.at + size]
-        self.at += size
-        return piece
-
-    def number(self, size: int) -> int:
-        return int.from_bytes(self.take(size), "big")
-
-    def vector(self, length_size: int) -> bytes:
-        return self.take(self.number(length_size))
-
-    @property
-    def done(self) -> bool:
-        return self.at >= len(self.data)
-
-
 def _parse_body(body: bytes) -> ClientHello:
-    cursor = _Cursor(body)
-    cursor.take(2 + 32)  # legacy version, random
-    cursor.vector(1)  # session id
-    cursor.vector(2)  # cipher suites
-    cursor.vector(1)  # compression methods
-    if cursor.done:
+    # Plain index arithmetic, no objects per field: this runs for every TLS connection.
+    end = len(body)
+    at = 2 + 32  # legacy version, random
+    if at >= end:
+        raise ProtocolError("truncated ClientHello")
+    at += 1 + body[at]  # session id
+    if at + 2 > end:
+        raise ProtocolError("truncated ClientHello")
+    at += 2 + ((body[at] << 8) | body[at + 1])  # cipher suites
+    if at >= end:
+        raise ProtocolError("truncated ClientHello")
+    at += 1 + body[at]  # compression methods
+    if at == end:
         return ClientHello(None, ())
-    extensions = _Cursor(cursor.vector(2))
-    if not cursor.done:
+    if at + 2 > end:
+        raise ProtocolError("truncated ClientHello")
+    extensions_end = at + 2 + ((body[at] << 8) | body[at + 1])
+    if extensions_end > end:
+        raise ProtocolError("truncated ClientHello")
+    if extensions_end < end:
         raise ProtocolError("bytes after the ClientHello extensions")
+    at += 2
     seen: set[int] = set()
     raw_name: bytes | None = None
     alpn: tuple[bytes, ...] = ()
-    while not extensions.done:
-        kind = extensions.number(2)
+    while at < extensions_end:
+        if at + 4 > extensions_end:
+            raise ProtocolError("truncated ClientHello")
+        kind = (body[at] << 8) | body[at + 1]
+        start = at + 4
+        at = start + ((body[at + 2] << 8) | body[at + 3])
+        if at > extensions_end:
+            raise ProtocolError("truncated ClientHello")
         if kind in seen:
             # RFC 8446 4.2: never two extensions of one type (OpenSSL refuses them too).
             raise ProtocolError(f"extension {kind} is sent twice")
         seen.add(kind)
-        content = _Cursor(extensions.vector(2))
         if kind == EXT_SERVER_NAME:
-            names = _Cursor(content.vector(2))
-            # RFC 6066 3: one name per type, and host_name is the only type (OpenSSL, too,
-            # accepts exactly one entry of that type).
-            if names.number(1) != HOST_NAME:
-                raise ProtocolError("server_name holds a name that is not a host_name")
-            raw_name = names.vector(2)
-            if not names.done or not content.done:
-                raise ProtocolError("server_name holds more than one name")
+            raw_name = _server_name(body[start:at])
         elif kind == EXT_ALPN:
-            protocols = _Cursor(content.vector(2))
-            found = []
-            while not protocols.done:
-                protocol = protocols.vector(1)
-                if not protocol:
-                    raise ProtocolError("an empty ALPN protocol name")
-                found.append(protocol)
-            if not found or not content.done:
-                raise ProtocolError("a malformed ALPN extension")
-            alpn = tuple(found)
+            alpn = _alpn(body[start:at])
     # Validated last: a hello that is malformed elsewhere is a decode error, not a bad name.
     server_name = None if raw_name is None else check_server_name(raw_name)
     return ClientHello(server_name, alpn)
+
+
+def _server_name(content: bytes) -> bytes:
+    # RFC 6066 3: a list of (type, name); one name per type, and host_name (0) is the only
+    # type. OpenSSL, too, accepts exactly one entry of that type and nothing after it.
+    if len(content) < 5 or ((content[0] << 8) | content[1]) != len(content) - 2:
+        raise ProtocolError("a malformed server_name extension")
+    if content[2] != HOST_NAME:
+        raise ProtocolError("server_name holds a name that is not a host_name")
+    if ((content[3] << 8) | content[4]) != len(content) - 5:
+        raise ProtocolError("server_name must hold exactly one name")
+    return content[5:]
+
+
+def _alpn(content: bytes) -> tuple[bytes, ...]:
+    end = len(content)
+    if end < 3 or ((content[0] << 8) | content[1]) != end - 2:
+        raise ProtocolError("a malformed ALPN extension")
+    found = []
+    at = 2
+    while at < end:
+        size = content[at]
+        if not size or at + 1 + size > end:
+            raise ProtocolError("a malformed ALPN protocol name")
+        found.append(content[at + 1 : at + 1 + size])
+        at += 1 + size
+    return tuple(found)
