@@ -51,7 +51,7 @@ class BadServerName(ProtocolError):
         self.raw = raw
 
 
-def shown(raw: bytes, limit: int = 80) -> str:
+def shown(raw: bytes, limit: int = 48) -> str:
     """A wire value for a log line: escaped (repr), never raw, and cut to ``limit`` bytes."""
     text = repr(raw[:limit])
     return text + "..." if len(raw) > limit else text

@@ -390,6 +390,7 @@ class TLSServerProtocol(asyncio.Protocol):
             self._transport.write(self._plain_http_answer(data))
         elif self._on_handshake_error is not None:
             self._on_handshake_error("client sent bytes that are not TLS")
+        self._closed = True
         self._close_transport()
 
     def _deliver_eof(self) -> None:
