@@ -5,6 +5,11 @@ connection, so a reply still on its way is lost), allocates a 256 KiB read buffe
 connection, and answers bytes that are not TLS with a bare reset. Driving ``ssl.SSLObject``
 directly fixes all three and costs fewer Python calls per read.
 
+The ClientHello is read here before OpenSSL sees any byte (devtls.proxy.clienthello): its server
+name is validated (a bad one gets an alert and one log line), the certificate is chosen from it
+(waiting, off the event loop, for one being minted), and only then is the SSLObject made. From
+accept to the end of the handshake a connection holds one of ``max_connections`` slots.
+
 ``TLSServerProtocol`` is the TCP protocol; to the application protocol it looks like a
 transport (write, writelines, write_eof, close, pause_reading, get_extra_info).
 """
