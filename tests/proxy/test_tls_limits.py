@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 import socket
 import ssl
@@ -22,6 +23,8 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from devtls.config import Limits, ServeOptions, build_config
 from devtls.names import Name
@@ -175,32 +178,74 @@ def test_a_non_ascii_server_name_never_prints_a_traceback(
     assert len(refused) == (0 if quiet else 3), output
 
 
-def _sni_attribute(hello: bytes) -> Any:
-    """What TLSServerProtocol leaves under SNI_ATTRIBUTE for a client sending ``hello``."""
+class FakeTransport:
+    def __init__(self) -> None:
+        self.out = b""
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.out += data
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 1) if name == "peername" else default
+
+
+def _feed(pieces: list[bytes]) -> tuple[TLSServerProtocol, FakeTransport]:
     loop = asyncio.new_event_loop()
     try:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         protocol = TLSServerProtocol(loop, context, asyncio.Protocol, handshake_timeout=10)
-
-        class Transport:
-            def write(self, data: bytes) -> None:
-                pass
-
-            def close(self) -> None:
-                pass
-
-            def is_closing(self) -> bool:
-                return False
-
-            def get_extra_info(self, name: str, default: Any = None) -> Any:
-                return ("127.0.0.1", 1) if name == "peername" else default
-
-        protocol.connection_made(Transport())  # type: ignore[arg-type]
-        protocol.data_received(hello)
+        transport = FakeTransport()
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        for piece in pieces:
+            protocol.data_received(piece)
         protocol.connection_lost(None)
-        return getattr(protocol.get_extra_info("ssl_object"), SNI_ATTRIBUTE, "missing")
+        return protocol, transport
     finally:
         loop.close()
+
+
+def _sni_attribute(hello: bytes) -> Any:
+    """What TLSServerProtocol leaves under SNI_ATTRIBUTE for a client sending ``hello``."""
+    protocol, _ = _feed([hello])
+    return getattr(protocol.get_extra_info("ssl_object"), SNI_ATTRIBUTE, "missing")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=200), min_size=1, max_size=8))
+def test_the_tls_protocol_takes_any_bytes_after_a_record_start(pieces: list[bytes]) -> None:
+    # No exception escapes: a bad hello is an alert and a close, a good one goes to OpenSSL.
+    _, transport = _feed([b"\x16\x03\x01", *pieces])
+    if transport.out[:1] == b"\x15":
+        assert transport.closing
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(min_size=1, max_size=100), st.integers(1, 50))
+def test_any_server_name_in_any_pieces_is_refused_or_validated(raw: bytes, size: int) -> None:
+    hello = with_server_name(raw)
+    protocol, transport = _feed([hello[i : i + size] for i in range(0, len(hello), size)])
+    sslobj = protocol.get_extra_info("ssl_object")
+    if sslobj is None:
+        assert transport.out == ALERT or transport.out[:1] == b"\x15"
+    else:
+        name = getattr(sslobj, SNI_ATTRIBUTE)
+        assert name is None or re.fullmatch(r"[a-z0-9_.-]+", name)
 
 
 @pytest.mark.parametrize(
