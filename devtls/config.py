@@ -101,6 +101,9 @@ class Limits:
     max_request_line: int = 8 * 1024
     max_head_size: int = 32 * 1024
     max_headers: int = 100
+    # New names given a certificate minted on demand, per minute; others get the default
+    # certificate meanwhile (each mint costs a millisecond of CPU; a client can invent names).
+    mint_per_minute: int = 60
 
     def __post_init__(self) -> None:
         for item in fields(self):

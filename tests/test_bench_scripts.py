@@ -24,3 +24,18 @@ def test_python_cost_runs(
     out = capsys.readouterr().out
     assert "per keep-alive request" in out
     assert "devtls's share of a connection" in out
+
+
+def test_hello_flood_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("hello_flood.py reads the server's CPU time from /proc")
+    spec = importlib.util.spec_from_file_location("hello_flood", BENCH / "hello_flood.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "argv", ["hello_flood.py", "--hellos", "5"])
+    assert module.main() == 0
+    assert "server CPU for them" in capsys.readouterr().out

@@ -17,6 +17,7 @@ CORE = {
     "config",
     "proxy.http1",
     "proxy.uri",
+    "proxy.clienthello",
     "proxy.forwarding",
     "proxy.routes",
 }

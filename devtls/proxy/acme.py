@@ -16,6 +16,7 @@ import logging
 import random
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,6 +46,12 @@ FIRST_BACKOFF = 60.0
 MAX_BACKOFF = 24 * 3600.0
 
 
+# When stopping, requests still running in their threads get this long to end before the
+# session they use is closed (a request that outlives it would leave its socket unclosed).
+STOP_GRACE_SECONDS = 2.0
+_running: set[threading.Thread] = set()
+
+
 async def in_daemon_thread(func: Callable[..., T], *args: Any) -> T:
     """``asyncio.to_thread`` on a daemon thread of its own.
 
@@ -69,11 +76,22 @@ async def in_daemon_thread(func: Callable[..., T], *args: Any) -> T:
             result, error = func(*args), None
         except BaseException as exc:  # handed to the caller, as to_thread does
             result, error = None, exc
+        finally:
+            _running.discard(thread)
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
             loop.call_soon_threadsafe(settle, result, error)
 
-    threading.Thread(target=work, name="devtls-acme", daemon=True).start()
+    thread = threading.Thread(target=work, name="devtls-acme", daemon=True)
+    _running.add(thread)
+    thread.start()
     return await future
+
+
+async def wait_for_threads(timeout: float) -> None:
+    """Let the requests still running end (bounded), without blocking the loop."""
+    deadline = time.monotonic() + timeout
+    while _running and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
 
 
 @functools.cache  # registered once: parsed challenges must be instances of these classes
@@ -122,8 +140,9 @@ class AcmeManager:
     # -- what the TLS and HTTP sides ask ---------------------------------------------------
 
     def context_for(self, server_name: str | None) -> ssl.SSLContext | None:
+        # Names are compared without regard to case (RFC 4343): keys are lower case.
         name = server_name or self.settings.hosts[0]
-        return self.contexts.get(name)
+        return self.contexts.get(name.lower())
 
     def http01_answer(self, path: str) -> bytes | None:
         prefix = "/.well-known/acme-challenge/"
@@ -133,7 +152,7 @@ class AcmeManager:
         self, server_name: str | None, alpn: tuple[bytes, ...]
     ) -> ssl.SSLContext | None:
         if ACME_TLS_ALPN in alpn and server_name is not None:
-            return self.alpn_contexts.get(server_name)
+            return self.alpn_contexts.get(server_name.lower())
         return None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -149,6 +168,7 @@ class AcmeManager:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):  # stopping anyway
                 await self._task
+        await wait_for_threads(STOP_GRACE_SECONDS)
         if self._client is not None:
             self._client.net.session.close()
 
@@ -280,7 +300,7 @@ class AcmeManager:
         leaf = x509.load_pem_x509_certificates(chain)[0]
         context = server_context_from_pem(chain, key)
         context.set_alpn_protocols(["http/1.1"])
-        self.contexts[host] = context
+        self.contexts[host.lower()] = context
         self.lifetimes[host] = (leaf.not_valid_before_utc, leaf.not_valid_after_utc)
 
     async def _obtain_with_retries(self, host: str) -> bool:
@@ -323,7 +343,7 @@ class AcmeManager:
                 if challenge is None:
                     raise DevtlsError(f"the CA offers no {self.settings.challenge} challenge")
                 response, validation = challenge.response_and_validation(self._jwk)
-                name = authz.body.identifier.value
+                name = authz.body.identifier.value.lower()
                 if wanted is challenges.HTTP01:
                     token = challenge.chall.encode("token")
                     self.http_tokens[token] = validation.encode()

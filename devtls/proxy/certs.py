@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -12,15 +14,19 @@ from typing import Protocol
 from devtls.ca import LocalCA
 from devtls.errors import ConfigError, UsageError
 from devtls.issue import LeafCert, issue_leaf, server_tls_context
-from devtls.names import NameKind, parse_name
-from devtls.proxy.routes import host_matches
+from devtls.names import Name, NameKind, parse_name
+from devtls.proxy.clienthello import ClientHello
 
 log = logging.getLogger("devtls")
 
 # Minted leaves kept in memory; a client inventing names cannot grow this.
 MAX_MINTED = 256
 # The attribute of the ssl.SSLObject where the SNI name is left for routing.
+# Only ever a validated, lower-case host name, or None (no SNI, or an IP literal).
 SNI_ATTRIBUTE = "devtls_sni"
+# New names minted per minute at most, unless --limit mint_per_minute says otherwise: a client
+# inventing names costs a millisecond of CPU each, 5,000 of them 18 s without a bound.
+DEFAULT_MINT_PER_MINUTE = 60
 
 
 def set_alpn(context: ssl.SSLContext, tcp: bool, alpn: tuple[str, ...] = ()) -> None:
@@ -36,11 +42,51 @@ def set_alpn(context: ssl.SSLContext, tcp: bool, alpn: tuple[str, ...] = ()) -> 
 
 
 class AcmeContexts(Protocol):
+    alpn_contexts: dict[str, ssl.SSLContext]
+
     def context_for(self, server_name: str | None) -> ssl.SSLContext | None: ...
+
+    def alpn_challenge(
+        self, server_name: str | None, alpn: tuple[bytes, ...]
+    ) -> ssl.SSLContext | None: ...
+
+
+class MintBudget:
+    """At most ``per_minute`` new names minted in any 60 s (a sliding window)."""
+
+    WINDOW = 60.0
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self._clock = clock
+        self._starts: deque[float] = deque()
+        self._refused_logged_at: float | None = None
+
+    def take(self) -> bool:
+        now = self._clock()
+        starts = self._starts
+        while starts and now - starts[0] >= self.WINDOW:
+            starts.popleft()
+        if len(starts) >= self.per_minute:
+            return False
+        starts.append(now)
+        return True
+
+    def should_log_refusal(self) -> bool:
+        """True at most once a minute: a flood of new names gives one line, not one each."""
+        now = self._clock()
+        if self._refused_logged_at is None or now - self._refused_logged_at >= self.WINDOW:
+            self._refused_logged_at = now
+            return True
+        return False
 
 
 class CertificateSource:
-    """The default context (minted at start, or the user's files) and on-demand leaves."""
+    """The default context (minted at start, or the user's files) and on-demand leaves.
+
+    Every name it sees is a validated, lower-case host name (devtls.proxy.clienthello), so
+    ``APP.TEST`` and ``app.test`` share one certificate (RFC 4343).
+    """
 
     def __init__(
         self,
@@ -52,6 +98,9 @@ class CertificateSource:
         tcp: bool = False,
         alpn: tuple[str, ...] = (),
         acme: AcmeContexts | None = None,
+        mint_per_minute: int = DEFAULT_MINT_PER_MINUTE,
+        write_log: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ca = ca
         self._acme = acme
@@ -60,7 +109,11 @@ class CertificateSource:
         self.may_mint: Callable[[str], bool] = lambda _name: False
         self._tcp = tcp
         self._alpn = alpn
+        self._write_log = write_log
+        self._budget = MintBudget(mint_per_minute, clock)
         self._minted: OrderedDict[str, ssl.SSLContext] = OrderedDict()
+        # One mint per name at a time: handshakes for a name being minted share its future.
+        self._pending: dict[str, asyncio.Future[ssl.SSLContext | None]] = {}
         if cert_file is not None and key_file is not None:
             self.default_context = _context_from_files(cert_file, key_file)
             self.covered: tuple[str, ...] = ()
@@ -70,47 +123,92 @@ class CertificateSource:
                 raise ConfigError("no CA and no --cert/--key to serve", "give --cert and --key")
             self.leaf = issue_leaf(ca, list(names), key_type="ecdsa")
             self.default_context = self.leaf.server_context()
-            self.covered = tuple(str(n) for n in self.leaf.names)
+            self.covered = tuple(str(n).lower() for n in self.leaf.names)
+        self._exact = {p for p in self.covered if p and not p.startswith("*.")}
+        self._wildcards = {p[2:] for p in self.covered if p.startswith("*.")}
         set_alpn(self.default_context, tcp, alpn)
-        self.default_context.sni_callback = self._on_sni
 
-    def _on_sni(self, sslobj: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
-        setattr(sslobj, SNI_ATTRIBUTE, server_name)
-        if self._acme is not None:
-            acme_context = self._acme.context_for(server_name)
+    def choose(
+        self, hello: ClientHello
+    ) -> ssl.SSLContext | asyncio.Future[ssl.SSLContext | None] | None:
+        """The context for this hello: None for the default, a future while one is minted."""
+        server_name = hello.server_name
+        acme = self._acme
+        if acme is not None:
+            if hello.alpn and acme.alpn_contexts:
+                # An ACME tls-alpn-01 validation (ALPN acme-tls/1), only while one is pending.
+                challenge = acme.alpn_challenge(server_name, hello.alpn)
+                if challenge is not None:
+                    return challenge
+            acme_context = acme.context_for(server_name)
             if acme_context is not None:
-                sslobj.context = acme_context
-                return
+                return acme_context
         if server_name is None or self._ca is None or self._covers(server_name):
-            return
-        context = self._context_for(server_name)
-        if context is not None:
-            sslobj.context = context
+            return None
+        return self._context_for(server_name)
 
     def _covers(self, server_name: str) -> bool:
-        return any(host_matches(pattern, server_name) for pattern in self.covered if pattern)
+        if server_name in self._exact:
+            return True
+        label, dot, rest = server_name.partition(".")
+        return bool(label) and bool(dot) and rest in self._wildcards
 
-    def _context_for(self, server_name: str) -> ssl.SSLContext | None:
+    def _context_for(
+        self, server_name: str
+    ) -> ssl.SSLContext | asyncio.Future[ssl.SSLContext | None] | None:
         context = self._minted.get(server_name)
         if context is not None:
             self._minted.move_to_end(server_name)
             return context
+        pending = self._pending.get(server_name)
+        if pending is not None:
+            return pending
         if not self.may_mint(server_name):
             return None
         try:
             name = parse_name(server_name)
         except UsageError:
             return None
-        if name.kind is not NameKind.DNS or self._ca is None:
+        if name.kind is not NameKind.DNS:
             return None
-        # ECDSA P-256: about a millisecond to mint, and cheaper handshakes than RSA.
+        if not self._budget.take():
+            if self._write_log is not None and self._budget.should_log_refusal():
+                self._write_log(
+                    f"minting limit reached ({self._budget.per_minute} new names a minute):"
+                    " new names get the default certificate for now"
+                    " (--limit mint_per_minute=N raises it)"
+                )
+            return None
+        loop = asyncio.get_running_loop()
+        # ECDSA P-256: about a millisecond to mint, in a worker thread so the loop goes on.
+        future: asyncio.Future[ssl.SSLContext | None] = loop.run_in_executor(None, self._mint, name)
+        self._pending[server_name] = future
+        future.add_done_callback(lambda done: self._minted_done(server_name, done))
+        return future
+
+    def _mint(self, name: Name) -> ssl.SSLContext:
+        assert self._ca is not None
         context = issue_leaf(self._ca, [name], key_type="ecdsa").server_context()
         set_alpn(context, self._tcp, self._alpn)
+        return context
+
+    def _minted_done(self, server_name: str, future: asyncio.Future[ssl.SSLContext | None]) -> None:
+        # On the loop: the cache is only ever touched there.
+        del self._pending[server_name]
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:
+            if self._write_log is not None:
+                self._write_log(f"minting a certificate for {server_name} failed: {exc}")
+            return
+        context = future.result()
+        if context is None:
+            return
         self._minted[server_name] = context
         if len(self._minted) > MAX_MINTED:
             self._minted.popitem(last=False)
         log.info("minted a certificate for %s", server_name)
-        return context
 
 
 def _context_from_files(cert_file: Path, key_file: Path) -> ssl.SSLContext:

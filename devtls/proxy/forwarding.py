@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from devtls.config import Upstream
 from devtls.errors import ProtocolError
+from devtls.proxy.clienthello import check_server_name
 from devtls.proxy.http1 import (
     HOP_BY_HOP,
     BodyKind,
@@ -20,7 +21,6 @@ from devtls.proxy.http1 import (
     ResponseHead,
     encode_head,
 )
-from devtls.proxy.uri import is_host_name
 
 # Client fields never passed on as they came: hop-by-hop ones, those devtls writes itself
 # (framing and Host from the parse, the X-Forwarded-* it asserts), and Expect (devtls
@@ -73,9 +73,13 @@ def request_host(head: RequestHead, client: ClientSide, upstream: Upstream) -> b
     """
     if head.host:
         return head.host
-    sni = (client.sni or "").encode("ascii", "replace").lower()
-    if is_host_name(sni):
-        return sni
+    if client.sni:
+        try:
+            name = check_server_name(client.sni.encode("ascii", "replace"))
+        except ProtocolError:
+            name = None
+        if name is not None:
+            return name.encode("ascii")
     if upstream.scheme == "unix":
         return b"localhost"
     return upstream.authority.encode("ascii")

@@ -13,7 +13,7 @@ import ssl
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from devtls.ca import LocalCA
 from devtls.config import Address, ServeConfig, Upstream
@@ -23,8 +23,9 @@ from devtls.proxy.certs import CertificateSource
 from devtls.proxy.connection import ClientConnection, ServerState, print_line
 from devtls.proxy.demo import start_demo_server
 from devtls.proxy.pgssl import PostgresNegotiation
-from devtls.proxy.routes import Router, host_without_port
-from devtls.proxy.tls import TLSServerProtocol
+from devtls.proxy.responder import ListenerState, RedirectProtocol, redirect_to_https
+from devtls.proxy.routes import Router
+from devtls.proxy.tls import HandshakeSlots, TLSServerProtocol
 
 if TYPE_CHECKING:
     from devtls.proxy.acme import AcmeManager
@@ -54,6 +55,8 @@ class RunningServer:
     acme: AcmeManager | None = None
     # Set by a second stop signal: the drain ends at once, connections still busy are cut.
     hurry: asyncio.Event = field(default_factory=asyncio.Event)
+    # The plain-HTTP listeners (--redirect-http, ACME http-01), closed with the server.
+    plain_listeners: list[ListenerState] = field(default_factory=list)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -136,6 +139,8 @@ def prepare_certificates(
         tcp=config.tcp,
         alpn=config.alpn,
         acme=acme,
+        mint_per_minute=config.limits.mint_per_minute,
+        write_log=write_log,
     )
     return Certificates(ca, source, acme)
 
@@ -183,6 +188,9 @@ async def start(
         if not config.quiet:
             write_log(f"TLS handshake failed: {reason}")
 
+    # Connections still in the TLS handshake count toward max_connections too.
+    slots = HandshakeSlots(config.limits.max_connections, lambda: len(state.connections), write_log)
+
     def protocol() -> asyncio.Protocol:
         tls = TLSServerProtocol(
             loop,
@@ -191,7 +199,8 @@ async def start(
             handshake_timeout=config.limits.handshake_timeout,
             plain_http_answer=lambda data: _plain_http_on_tls_port(data, port),
             on_handshake_error=on_handshake_error,
-            challenges=acme,
+            certificates=certs,
+            slots=slots,
         )
         if not config.tcp:
             return tls
@@ -199,6 +208,14 @@ async def start(
         return PostgresNegotiation(
             loop, tls, timeout=config.limits.handshake_timeout, on_error=on_handshake_error
         )
+
+    plain_listeners: list[ListenerState] = []
+
+    def plain_listener(address: Address) -> Coroutine[Any, Any, asyncio.Server]:
+        # Each plain-HTTP listener has the TLS port's limits, counted on its own.
+        listener = ListenerState(port, config.limits, acme)
+        plain_listeners.append(listener)
+        return _listen(loop, lambda: RedirectProtocol(listener), address)
 
     try:
         if listen_sockets is None:
@@ -211,9 +228,7 @@ async def start(
         port = servers[-1].sockets[0].getsockname()[1]
         state.listen_port = port
         if primary and config.redirect_http is not None:
-            servers.append(
-                await _listen(loop, lambda: RedirectProtocol(port, acme), config.redirect_http)
-            )
+            servers.append(await plain_listener(config.redirect_http))
         if (
             primary
             and acme is not None
@@ -222,9 +237,7 @@ async def start(
         ):
             # http-01 is answered on port 80 (or --acme-http); everything else there is
             # redirected to https, as certbot's standalone mode and Caddy do.
-            servers.append(
-                await _listen(loop, lambda: RedirectProtocol(port, acme), acme.settings.http)
-            )
+            servers.append(await plain_listener(acme.settings.http))
         if acme is not None:
             await acme.start()
     except BaseException:
@@ -235,7 +248,9 @@ async def start(
     if acme is not None:
         hosts = ", ".join(acme.settings.hosts)
         banner.append(f"devtls: acme: certificates for {hosts} from {acme.settings.directory}")
-    return RunningServer(state, servers, port, banner, asyncio.Event(), acme)
+    return RunningServer(
+        state, servers, port, banner, asyncio.Event(), acme, plain_listeners=plain_listeners
+    )
 
 
 def _acme_manager(
@@ -309,64 +324,10 @@ def _plain_http_on_tls_port(data: bytes, port: int) -> bytes:
     except ProtocolError:
         head = None
     if isinstance(head, http1.RequestHead) and head.host:
-        return _redirect(head, port)
+        return redirect_to_https(head, port)
     return http1.simple_response(
         400, b"devtls: this port speaks HTTPS; use an https:// URL\n", close=True
     )
-
-
-def _redirect(head: http1.RequestHead, port: int) -> bytes:
-    bare = host_without_port(head.host.decode("latin-1"))
-    if ":" in bare:
-        bare = f"[{bare}]"
-    suffix = "" if port == 443 else f":{port}"
-    location = f"https://{bare}{suffix}{head.target.decode('latin-1')}".encode("latin-1")
-    # 301 keeps GET/HEAD as they are; 308 also keeps the method and body of a POST.
-    status = 301 if head.method in (b"GET", b"HEAD") else 308
-    return http1.simple_response(
-        status,
-        b"",
-        extra=[(b"Location", location)],
-        close=True,
-    )
-
-
-class RedirectProtocol(asyncio.Protocol):
-    """The plain-HTTP listener of --redirect-http: every request gets a permanent redirect."""
-
-    def __init__(self, tls_port: int, acme: AcmeManager | None = None) -> None:
-        self.tls_port = tls_port
-        self.acme = acme
-        self.reader = http1.RequestReader()
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
-
-    def data_received(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.reader.feed(data)
-        try:
-            head = self.reader.next_event()
-        except ProtocolError as exc:
-            self.transport.write(
-                http1.simple_response(exc.status_hint, exc.message.encode(), close=True)
-            )
-            self.transport.close()
-            return
-        if head is None:
-            return
-        assert isinstance(head, http1.RequestHead)
-        answer = self.acme.http01_answer(head.target.decode("latin-1")) if self.acme else None
-        if answer is not None:
-            self.transport.write(http1.simple_response(200, answer, close=True))
-        elif not head.host:
-            self.transport.write(
-                http1.simple_response(400, b"a Host header is needed\n", close=True)
-            )
-        else:
-            self.transport.write(_redirect(head, self.tls_port))
-        self.transport.close()
 
 
 async def run(
@@ -442,6 +403,8 @@ async def shutdown(running: RunningServer) -> None:
     state.draining = True
     for server in running.servers:
         server.close()
+    for listener in running.plain_listeners:
+        listener.close_all()
     for connection in list(state.connections):
         connection.close_if_idle()
     loop = asyncio.get_running_loop()

@@ -5,6 +5,11 @@ connection, so a reply still on its way is lost), allocates a 256 KiB read buffe
 connection, and answers bytes that are not TLS with a bare reset. Driving ``ssl.SSLObject``
 directly fixes all three and costs fewer Python calls per read.
 
+The ClientHello is read here before OpenSSL sees any byte (devtls.proxy.clienthello): its server
+name is validated (a bad one gets an alert and one log line), the certificate is chosen from it
+(waiting, off the event loop, for one being minted), and only then is the SSLObject made. From
+accept to the end of the handshake a connection holds one of ``max_connections`` slots.
+
 ``TLSServerProtocol`` is the TCP protocol; to the application protocol it looks like a
 transport (write, writelines, write_eof, close, pause_reading, get_extra_info).
 """
@@ -14,11 +19,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 from devtls.errors import ProtocolError
-from devtls.proxy.clienthello import parse_client_hello
+from devtls.proxy.certs import SNI_ATTRIBUTE
+from devtls.proxy.clienthello import (
+    ALERT_DECODE_ERROR,
+    ALERT_UNRECOGNIZED_NAME,
+    MAX_HELLO,
+    BadServerName,
+    ClientHello,
+    HelloReader,
+)
 
 log = logging.getLogger("devtls.tls")
 
@@ -29,12 +43,60 @@ READ_CHUNK = 64 * 1024
 _HTTP_METHOD_STARTS = (b"GET ", b"HEAD", b"POST", b"PUT ", b"DELE", b"OPTI", b"PATC", b"CONN")
 
 
-class AlpnChallenges(Protocol):
-    alpn_contexts: dict[str, ssl.SSLContext]
+class ContextChooser(Protocol):
+    """Picks the certificate for a ClientHello whose server name is validated already.
 
-    def alpn_challenge(
-        self, server_name: str | None, alpn: tuple[bytes, ...]
-    ) -> ssl.SSLContext | None: ...
+    None means the default context; a future means a certificate is being minted (off the event
+    loop) and the handshake waits for it.
+    """
+
+    def choose(
+        self, hello: ClientHello
+    ) -> ssl.SSLContext | asyncio.Future[ssl.SSLContext | None] | None: ...
+
+
+class HandshakeSlots:
+    """``max_connections`` counts connections still in the TLS handshake too.
+
+    A connection takes a slot when it is accepted and hands it to the forwarder when its
+    handshake completes; past the limit a new connection is closed at once, before any TLS work
+    (cheaper than a handshake only to send a 503).
+    """
+
+    # The "limit reached" line is printed at most this often.
+    LOG_EVERY = 60.0
+
+    def __init__(
+        self,
+        limit: int,
+        established: Callable[[], int],
+        write_log: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.established = established
+        self.handshaking = 0
+        self._write_log = write_log
+        self._clock = clock
+        self._logged_at: float | None = None
+
+    def acquire(self) -> bool:
+        if self.handshaking + self.established() < self.limit:
+            self.handshaking += 1
+            return True
+        now = self._clock()
+        if self._write_log is not None and (
+            self._logged_at is None or now - self._logged_at >= self.LOG_EVERY
+        ):
+            self._logged_at = now
+            self._write_log(
+                f"max_connections ({self.limit}) reached: new connections are closed"
+                f" (--limit max_connections=N raises it)"
+            )
+        return False
+
+    def release(self) -> None:
+        self.handshaking -= 1
 
 
 class TLSServerProtocol(asyncio.Protocol):
@@ -47,12 +109,17 @@ class TLSServerProtocol(asyncio.Protocol):
         handshake_timeout: float,
         plain_http_answer: Callable[[bytes], bytes] | None = None,
         on_handshake_error: Callable[[str], None] | None = None,
-        challenges: AlpnChallenges | None = None,
+        certificates: ContextChooser | None = None,
+        slots: HandshakeSlots | None = None,
     ) -> None:
         # Given, not looked up: asyncio.get_running_loop() costs a getpid() system call.
         self._loop = loop
-        self._challenges = challenges
-        self._hello = bytearray()
+        self._certificates = certificates
+        self._slots = slots
+        self._has_slot = False
+        # Every ClientHello is read (and its server name validated) before OpenSSL sees it.
+        self._hello: HelloReader | None = HelloReader()
+        self._waiting: bytearray | None = None  # bytes that came while a certificate is minted
         self._context = context
         self._app_factory = app_factory
         self._handshake_timeout = handshake_timeout
@@ -67,7 +134,6 @@ class TLSServerProtocol(asyncio.Protocol):
         self._closed = False
         self._eof_sent = False
         self._app_eof = False
-        self._seen_bytes = False
         self._extra: dict[str, Any] = {}
 
     # -- TCP side ----------------------------------------------------------------------
@@ -75,32 +141,34 @@ class TLSServerProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not derive from asyncio.Transport, so no isinstance here.
         self._transport = cast(asyncio.Transport, transport)
+        if self._slots is not None:
+            if not self._slots.acquire():
+                self._closed = True
+                transport.close()
+                return
+            self._has_slot = True
         # Kept: the peer's address is still wanted for a log line after the socket is gone.
         self._extra = {"peername": transport.get_extra_info("peername")}
-        self._ssl = self._context.wrap_bio(self._incoming, self._outgoing, server_side=True)
         self._timer = self._loop.call_later(self._handshake_timeout, self._handshake_timed_out)
 
     def data_received(self, data: bytes) -> None:
-        sslobj = self._ssl
-        if sslobj is None or self._closed:
+        if self._closed:
             return
-        if not self._seen_bytes:
-            self._seen_bytes = True
-            if data[:1] != b"\x16":  # every TLS connection starts with a handshake record
-                self._refuse_non_tls(data)
-                return
-            challenges = self._challenges
-            if challenges is not None and challenges.alpn_contexts:
-                self._hello += data
-        elif self._hello:
-            self._hello += data
-        if self._hello:
-            # An ACME tls-alpn-01 validation is told apart by its ClientHello (ALPN acme-tls/1)
-            # before OpenSSL sees it; only while such a challenge is pending.
-            data = self._choose_challenge_context()
-            if not data:
-                return
+        if self._hello is not None:
+            self._read_hello(data)
+            return
+        sslobj = self._ssl
+        if sslobj is None:
+            # A certificate is being minted for this client: keep what it sends meanwhile.
+            if self._waiting is not None:
+                self._waiting += data
+                if len(self._waiting) > MAX_HELLO:
+                    self._abort_all()
+            return
         self._incoming.write(data)
+        self._tls_data(sslobj)
+
+    def _tls_data(self, sslobj: ssl.SSLObject) -> None:
         if self._app is None:
             try:
                 sslobj.do_handshake()
@@ -144,6 +212,59 @@ class TLSServerProtocol(asyncio.Protocol):
         if eof and not self._app_eof:
             self._deliver_eof()
 
+    def _read_hello(self, data: bytes) -> None:
+        reader = self._hello
+        assert reader is not None
+        if not reader.buffer and data[:1] != b"\x16":
+            # Every TLS connection starts with a handshake record.
+            self._refuse_non_tls(data)
+            return
+        try:
+            hello = reader.feed(data)
+        except BadServerName as exc:
+            self._refuse_hello(ALERT_UNRECOGNIZED_NAME, exc.message)
+            return
+        except ProtocolError as exc:
+            self._refuse_hello(ALERT_DECODE_ERROR, f"malformed ClientHello: {exc.message}")
+            return
+        if hello is None:
+            return
+        choice = None if self._certificates is None else self._certificates.choose(hello)
+        if isinstance(choice, asyncio.Future):
+            # Minted off the loop: this handshake waits, nothing else does.
+            self._waiting = bytearray()
+            self.pause_reading()
+            choice.add_done_callback(lambda future: self._minted(future, hello))
+            return
+        self._start_tls(hello, choice)
+
+    def _minted(self, future: asyncio.Future[ssl.SSLContext | None], hello: ClientHello) -> None:
+        if self._closed:
+            return
+        context = None
+        if not future.cancelled() and future.exception() is None:
+            context = future.result()
+        self.resume_reading()
+        self._start_tls(hello, context)
+
+    def _start_tls(self, hello: ClientHello, context: ssl.SSLContext | None) -> None:
+        """Hand the buffered hello (and what followed) to OpenSSL, with the chosen context."""
+        reader, self._hello = self._hello, None
+        assert reader is not None
+        # Wrapped with the default context, then switched, as an SNI callback would: session
+        # tickets stay those of the default context for every certificate.
+        sslobj = self._context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        if context is not None and context is not self._context:
+            sslobj.context = context
+        # Only a validated, lower-case host name (or None) is ever left here.
+        setattr(sslobj, SNI_ATTRIBUTE, hello.server_name)
+        self._ssl = sslobj
+        self._incoming.write(reader.buffer)
+        if self._waiting:
+            self._incoming.write(self._waiting)
+        self._waiting = None
+        self._tls_data(sslobj)
+
     def eof_received(self) -> bool:
         # A TCP FIN without close_notify: tell the application, keep our side open.
         if self._app is None:
@@ -156,6 +277,7 @@ class TLSServerProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._cancel_timer()
+        self._release_slot()
         if self._app is not None:
             app, self._app = self._app, None
             app.connection_lost(exc)
@@ -233,24 +355,6 @@ class TLSServerProtocol(asyncio.Protocol):
 
     # -- internals -------------------------------------------------------------------------
 
-    def _choose_challenge_context(self) -> bytes:
-        """The buffered hello bytes once the hello is complete (b"" while it is not)."""
-        assert self._challenges is not None
-        assert self._ssl is not None
-        try:
-            hello = parse_client_hello(bytes(self._hello))
-        except ProtocolError:
-            hello = None  # not ours to judge: OpenSSL will refuse it
-        else:
-            if hello is None:
-                return b""
-        data, self._hello = bytes(self._hello), bytearray()
-        if hello is not None:
-            context = self._challenges.alpn_challenge(hello.server_name, hello.alpn)
-            if context is not None:
-                self._ssl.context = context
-        return data
-
     def _flush(self) -> None:
         if self._outgoing.pending and self._transport is not None:
             self._transport.write(self._outgoing.read())
@@ -267,6 +371,7 @@ class TLSServerProtocol(asyncio.Protocol):
 
     def _handshake_done(self) -> None:
         self._cancel_timer()
+        self._release_slot()  # the forwarder counts this connection from now on
         self._app = self._app_factory()
         self._app.connection_made(self)  # type: ignore[arg-type]
 
@@ -290,6 +395,7 @@ class TLSServerProtocol(asyncio.Protocol):
             self._transport.write(self._plain_http_answer(data))
         elif self._on_handshake_error is not None:
             self._on_handshake_error("client sent bytes that are not TLS")
+        self._closed = True
         self._close_transport()
 
     def _deliver_eof(self) -> None:
@@ -300,6 +406,22 @@ class TLSServerProtocol(asyncio.Protocol):
         keep_open = app.eof_received()
         if not keep_open:
             self.close()
+
+    def _refuse_hello(self, alert: int, reason: str) -> None:
+        """A fatal alert, as OpenSSL would send for a hello it refuses, then close."""
+        assert self._transport is not None
+        # Record header (alert, TLS 1.2 record version, length 2), then level fatal (2).
+        self._transport.write(bytes((0x15, 3, 3, 0, 2, 2, alert)))
+        if self._on_handshake_error is not None:
+            self._on_handshake_error(reason)
+        self._closed = True
+        self._close_transport()
+
+    def _release_slot(self) -> None:
+        if self._has_slot:
+            self._has_slot = False
+            assert self._slots is not None
+            self._slots.release()
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

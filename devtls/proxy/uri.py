@@ -30,15 +30,6 @@ _REG_NAME = re.compile(rb"[A-Za-z0-9\-._~!$&'()*+,;=]+")
 _PORT = re.compile(rb"[0-9]{1,5}")
 # RFC 1035's 255 octets for a name, plus a port.
 MAX_AUTHORITY = 255 + 6
-# RFC 6066 3 / RFC 1123 2.1: LDH labels of 1-63 octets (A-labels are LDH too), 253 in all.
-_LABEL = rb"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOST_NAME = re.compile(rb"(?:" + _LABEL + rb"\.)*" + _LABEL)
-MAX_HOST_NAME = 253
-
-
-def is_host_name(name: bytes) -> bool:
-    """A DNS host name as SNI may carry it: LDH labels, no trailing dot, no IP literal."""
-    return len(name) <= MAX_HOST_NAME and bool(_HOST_NAME.fullmatch(name))
 
 
 def valid_authority(authority: bytes) -> bool:

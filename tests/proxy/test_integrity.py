@@ -89,7 +89,7 @@ def test_an_sni_with_crlf_never_becomes_header_lines(harness: Harness) -> None:
     openssl = require_tool("openssl")
     with raw_upstream() as upstream:
         proxy = harness.start_proxy(str(upstream.port))
-        for sni in ["a\r\nX-Injected: yes", "a\nX-Injected: yes", "bad name"]:
+        for sni in ["a\r\nX-Injected: yes", "a\nX-Injected: yes", "bad name", "é.test"]:
             subprocess.run(
                 [openssl, "s_client", "-quiet", "-ign_eof", "-connect", f"127.0.0.1:{proxy.port}",
                  "-servername", sni],
