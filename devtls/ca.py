@@ -7,10 +7,7 @@ nothing else, so devtls and mkcert can share one CA.
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import os
-import secrets
-import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -21,6 +18,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from devtls import _files
+from devtls._x509 import (
+    MAX_COMMON_NAME,
+    CAKey,
+    KeyType,
+    random_serial,
+    signing_hash,
+    user_and_host,
+)
 from devtls.errors import CAError
 
 if TYPE_CHECKING:
@@ -33,11 +38,6 @@ KEY_FILE = "rootCA-key.pem"
 # The key type of mkcert's root, so every client that accepts an mkcert root accepts ours.
 CA_RSA_BITS = 3072
 CA_VALIDITY_YEARS = 10
-# iOS lists a root under "Certificate Trust Settings" only if it has a CN; X.520 caps it at 64.
-MAX_COMMON_NAME = 64
-
-KeyType = Literal["rsa", "ecdsa"]
-CAKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 
 def resolve_caroot() -> Path:
@@ -48,21 +48,6 @@ def resolve_caroot() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir("devtls", appauthor=False)).absolute()
-
-
-def user_and_host() -> str:
-    """``user@host``, so a person can tell whose CA this is in a certificate viewer."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry, as in some containers
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
-
-
-def signing_hash(key: CAKey) -> hashes.SHA256 | hashes.SHA384:
-    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size > 256:
-        return hashes.SHA384()
-    return hashes.SHA256()
 
 
 class LocalCA:
@@ -244,11 +229,6 @@ class LocalCA:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
         context.load_verify_locations(cadata=self.cert_pem().decode("ascii"))
         return context
-
-
-def random_serial() -> int:
-    """A random positive 128-bit serial, as mkcert makes them."""
-    return secrets.randbits(128) or 1
 
 
 def _add_years(moment: dt.datetime, years: int) -> dt.datetime:

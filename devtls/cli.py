@@ -126,7 +126,7 @@ def cert(
     ] = None,
 ) -> None:
     """Issue a certificate for NAMEs, signed by the local CA (created if missing)."""
-    from devtls.issue import CertRequest, make_cert_files
+    from devtls.certfiles import CertRequest, make_cert_files
 
     result = make_cert_files(
         CertRequest(
@@ -406,7 +406,7 @@ def serve(
 ) -> None:
     """Forward https/wss to a local http/ws app, with certificates from the local CA."""
     from devtls.config import ServeOptions, build_config
-    from devtls.proxy.server import serve_forever
+    from devtls.proxy.workers import serve_forever
 
     config = build_config(
         ServeOptions(

@@ -17,16 +17,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from devtls import _files
 from devtls.ca import LocalCA
+from devtls.certfiles import CertRequest, make_cert_files
 from devtls.errors import IssueError, UsageError
-from devtls.issue import (
-    MAX_LEAF_DAYS,
-    NOT_BEFORE_SLACK,
-    PKCS12_PASSWORD,
-    CertRequest,
-    issue_leaf,
-    make_cert_files,
-    sign_csr,
-)
+from devtls.issue import MAX_LEAF_DAYS, NOT_BEFORE_SLACK, PKCS12_PASSWORD, issue_leaf, sign_csr
 from tests.conftest import require_tool, run
 
 

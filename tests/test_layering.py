@@ -11,6 +11,8 @@ PACKAGE = Path(devtls.__file__).parent
 CORE = {
     "errors",
     "_files",
+    "_x509",
+    "certfiles",
     "names",
     "ca",
     "issue",
@@ -71,3 +73,55 @@ def test_truststore_platform_modules_do_not_import_each_other() -> None:
         imported = imports_of(stores / f"{stem}.py")
         others = {f"devtls.truststores.{o}" for o in platform_files - {stem}}
         assert not imported & others, f"{stem} imports {imported & others}"
+
+
+def runtime_imports_of(path: Path) -> set[str]:
+    """Imports that run: those under ``if TYPE_CHECKING:`` only feed the type checker."""
+    found: set[str] = set()
+
+    def walk(nodes: list[ast.stmt]) -> None:
+        for node in nodes:
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                walk(node.orelse)
+                continue
+            for child in ast.walk(node):
+                if isinstance(child, ast.Import):
+                    found.update(alias.name for alias in child.names)
+                elif isinstance(child, ast.ImportFrom) and child.module:
+                    found.add(child.module)
+                    # "from devtls.proxy import http1" imports the module devtls.proxy.http1.
+                    found.update(f"{child.module}.{alias.name}" for alias in child.names)
+
+    walk(ast.parse(path.read_text()).body)
+    return found
+
+
+def test_no_import_cycles() -> None:
+    modules = {p: module_name(p) for p in PACKAGE.rglob("*.py")}
+    names = {f"devtls.{m}".removesuffix(".__init__") for m in modules.values()}
+    graph = {
+        f"devtls.{name}".removesuffix(".__init__"): {
+            i for i in runtime_imports_of(path) if i in names and i != "devtls"
+        }
+        for path, name in modules.items()
+    }
+    # Depth-first search; a module met again while still on the path closes a cycle.
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append([*path[path.index(nxt) :], nxt])
+            elif nxt not in state:
+                visit(nxt)
+        path.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    assert cycles == [], " ; ".join(" -> ".join(c) for c in cycles)

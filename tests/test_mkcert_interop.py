@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from devtls.ca import CERT_FILE, KEY_FILE, LocalCA
-from devtls.issue import CertRequest, make_cert_files
+from devtls.certfiles import CertRequest, make_cert_files
 from tests.conftest import require_tool, run
 
 

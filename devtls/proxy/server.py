@@ -437,15 +437,6 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-def serve_forever(config: ServeConfig) -> int:
-    """Run the forwarder until it is stopped: one process, or --workers of them."""
-    if config.workers > 1:
-        from devtls.proxy.workers import serve_with_workers
-
-        return serve_with_workers(config)
-    return run_on_new_loop(run(config))
-
-
 def run_on_new_loop(main: Coroutine[Any, Any, int]) -> int:
     if sys.version_info >= (3, 11):
         with asyncio.Runner(loop_factory=new_event_loop) as runner:

@@ -72,6 +72,13 @@ def close_all(groups: list[list[socket.socket]]) -> None:
             sock.close()
 
 
+def serve_forever(config: ServeConfig) -> int:
+    """Run the forwarder until it is stopped: one process, or --workers of them."""
+    if config.workers > 1:
+        return serve_with_workers(config)
+    return run_on_new_loop(run(config))
+
+
 def serve_with_workers(config: ServeConfig) -> int:
     """Fork ``config.workers - 1`` workers, serve as worker 0, stop them all together."""
     certificates = prepare_certificates(config)
