@@ -5,11 +5,12 @@ Heavy modules (cryptography, the proxy) are imported inside the commands so that
 """
 
 import functools
+import inspect
 import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -160,7 +161,7 @@ def cert(
 StoreOption = Annotated[
     list[str] | None,
     typer.Option(
-        "--store", metavar="NAME", help="system, nss or java (repeatable). [default: all]"
+        "--store", metavar="NAME", help="system, nss or java (repeatable). (default: all)"
     ),
 ]
 
@@ -240,7 +241,7 @@ def status(
 def env(
     shell: Annotated[
         str | None,
-        typer.Option("--shell", metavar="bash|zsh|fish|powershell", help="[default: from $SHELL]"),
+        typer.Option("--shell", metavar="bash|zsh|fish|powershell", help="(default: from $SHELL)"),
     ] = None,
 ) -> None:
     """Print the lines that make Node, Python, curl trust the CA: eval "$(devtls env)"."""
@@ -250,191 +251,50 @@ def env(
         typer.echo(line)
 
 
-@app.command()
-@reports_errors
-def serve(
-    upstream: Annotated[
-        str | None,
-        typer.Argument(
-            help="Where to forward: 3000, host:port, http(s)://URL or unix:/path.sock. "
-            "Without it (and without routes): the built-in demo page.",
-            show_default=False,
-            metavar="UPSTREAM",
-        ),
-    ] = None,
-    listen: Annotated[
-        str | None,
-        typer.Option(
-            "--listen", metavar="ADDR", help="Where to accept TLS. [default: 127.0.0.1:8443]"
-        ),
-    ] = None,
-    name: Annotated[
-        list[str] | None,
-        typer.Option("--name", metavar="NAME", help="A name the certificate covers (repeatable)."),
-    ] = None,
-    route: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--route",
-            metavar="HOST[/PATH]=UPSTREAM",
-            help="Send HOST (and path prefix) to UPSTREAM.",
-        ),
-    ] = None,
-    redirect_http: Annotated[
-        str | None,
-        typer.Option(
-            "--redirect-http", metavar="ADDR", help="Also redirect plain HTTP there to https."
-        ),
-    ] = None,
-    cert_file: Annotated[
-        Path | None,
-        typer.Option("--cert", metavar="FILE", help="Serve this certificate (chain) instead."),
-    ] = None,
-    key_file: Annotated[
-        Path | None,
-        typer.Option("--key", metavar="FILE", help="The key of --cert."),
-    ] = None,
-    tcp: Annotated[
-        bool | None,
-        typer.Option(
-            "--tcp", help="Pass decrypted bytes to UPSTREAM as they are.", show_default=False
-        ),
-    ] = None,
-    alpn: Annotated[
-        str | None,
-        typer.Option(
-            "--alpn",
-            metavar="LIST",
-            help="ALPN protocols offered with --tcp, e.g. h2 for gRPC. [default: none]",
-        ),
-    ] = None,
-    config_file: Annotated[
-        Path | None,
-        typer.Option("--config", metavar="FILE", help="Settings file. [default: ./devtls.toml]"),
-    ] = None,
-    quiet: Annotated[
-        bool | None,
-        typer.Option("--quiet", help="No access log lines.", show_default=False),
-    ] = None,
-    limit: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--limit", metavar="NAME=VALUE", help="Override a timeout or limit (see README)."
-        ),
-    ] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            "--workers",
-            metavar="N",
-            help="Processes sharing the port (Linux, SO_REUSEPORT). [default: 1]",
-            show_default=False,
-        ),
-    ] = None,
-    acme: Annotated[
-        bool | None,
-        typer.Option(
-            "--acme",
-            show_default=False,
-            help="Certificates from an ACME CA (Let's Encrypt) for the route hosts.",
-        ),
-    ] = None,
-    acme_directory: Annotated[
-        str | None,
-        typer.Option(
-            "--acme-directory",
-            metavar="URL",
-            help="ACME v2 directory; 'staging' is Let's Encrypt staging.",
-        ),
-    ] = None,
-    acme_host: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--acme-host",
-            metavar="NAME",
-            help="Allow-list: only these names are ordered. [default: route hosts]",
-        ),
-    ] = None,
-    acme_email: Annotated[
-        str | None,
-        typer.Option(
-            "--acme-email",
-            metavar="ADDR",
-            help="Account contact.",
-        ),
-    ] = None,
-    acme_agree_tos: Annotated[
-        bool | None,
-        typer.Option(
-            "--acme-agree-tos",
-            show_default=False,
-            help="Agree to the ACME CA's terms of service.",
-        ),
-    ] = None,
-    acme_http: Annotated[
-        str | None,
-        typer.Option(
-            "--acme-http",
-            metavar="ADDR",
-            help="Where http-01 is answered. [default: --redirect-http, else :80]",
-        ),
-    ] = None,
-    acme_key_type: Annotated[
-        str | None,
-        typer.Option(
-            "--acme-key-type",
-            metavar="rsa|ecdsa",
-            help="Key type of ordered certificates. [default: ecdsa]",
-        ),
-    ] = None,
-    acme_cache: Annotated[
-        Path | None,
-        typer.Option(
-            "--acme-cache",
-            metavar="DIR",
-            help="Account key and certificates. [default: user cache dir]",
-        ),
-    ] = None,
-    acme_challenge: Annotated[
-        str | None,
-        typer.Option(
-            "--acme-challenge",
-            metavar="http-01|tls-alpn-01",
-            help="Challenge to answer. [default: http-01]",
-        ),
-    ] = None,
-) -> None:
+def _serve_signature() -> inspect.Signature:
+    """The serve command's parameters, made from the one declaration of its settings."""
+    from devtls.serve_settings import SETTINGS
+
+    types: dict[str, Any] = {
+        "text": str,
+        "path": Path,
+        "switch": bool,
+        "count": int,
+        "many": list[str],
+    }
+    parameters = []
+    for setting in SETTINGS:
+        if setting.flag is None and setting.field != "upstream":
+            continue  # only in devtls.toml
+        info: typer.models.ParameterInfo
+        if setting.flag is None:
+            info = typer.Argument(help=setting.help, show_default=False, metavar=setting.metavar)
+        else:
+            info = typer.Option(
+                setting.flag, metavar=setting.metavar, help=setting.help_text, show_default=False
+            )
+        annotation = Annotated[types[setting.kind] | None, info]  # type: ignore[valid-type,name-defined]
+        parameters.append(
+            inspect.Parameter(
+                setting.field,
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                default=None,
+                annotation=annotation,
+            )
+        )
+    return inspect.Signature(parameters, return_annotation=None)
+
+
+def _serve(**given: object) -> None:
     """Forward https/wss to a local http/ws app, with certificates from the local CA."""
     from devtls.config import ServeOptions, build_config
     from devtls.proxy.workers import serve_forever
 
-    config = build_config(
-        ServeOptions(
-            upstream=upstream,
-            listen=listen,
-            names=tuple(name or ()),
-            routes=tuple(route or ()),
-            redirect_http=redirect_http,
-            cert_file=cert_file,
-            key_file=key_file,
-            tcp=tcp,
-            alpn=alpn,
-            quiet=quiet,
-            limits=tuple(limit or ()),
-            workers=workers,
-            config_file=config_file,
-            acme=acme,
-            acme_directory=acme_directory,
-            acme_hosts=tuple(acme_host or ()),
-            acme_email=acme_email,
-            acme_agree_tos=acme_agree_tos,
-            acme_http=acme_http,
-            acme_key_type=acme_key_type,
-            acme_cache=acme_cache,
-            acme_challenge=acme_challenge,
-        )
-    )
-    raise typer.Exit(serve_forever(config))
+    raise typer.Exit(serve_forever(build_config(ServeOptions(**given))))
+
+
+_serve.__signature__ = _serve_signature()  # type: ignore[attr-defined]
+serve = app.command(name="serve")(reports_errors(_serve))
 
 
 def main() -> None:

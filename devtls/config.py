@@ -16,9 +16,18 @@ from urllib.parse import urlsplit
 
 from devtls.errors import ConfigError, UsageError
 from devtls.names import NameKind, parse_name
+from devtls.serve_settings import (
+    BY_FIELD,
+    DEFAULT_LISTEN,
+    DEFAULT_NAMES,
+    LETS_ENCRYPT_STAGING,
+    SETTINGS,
+    TOML_KEYS,
+    ServeOptions,
+)
 
-DEFAULT_LISTEN = "127.0.0.1:8443"
-DEFAULT_NAMES = ("localhost", "127.0.0.1", "::1")
+__all__ = ["DEFAULT_LISTEN", "DEFAULT_NAMES", "ServeConfig", "ServeOptions", "build_config"]
+
 DEFAULT_CONFIG_FILE = "devtls.toml"
 
 
@@ -116,8 +125,6 @@ class Limits:
                 )
 
 
-LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
-LETS_ENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
 CHALLENGES = ("http-01", "tls-alpn-01")
 
 
@@ -125,17 +132,17 @@ CHALLENGES = ("http-01", "tls-alpn-01")
 class AcmeSettings:
     """Certificates from an ACME CA (RFC 8555) instead of the local CA."""
 
-    directory: str = LETS_ENCRYPT
+    directory: str = BY_FIELD["acme_directory"].default
     hosts: tuple[str, ...] = ()  # the allow-list: no other name is ever ordered
     email: str | None = None
     agree_tos: bool = False
     http: Address = field(default_factory=lambda: Address("", 80))
-    key_type: Literal["rsa", "ecdsa"] = "ecdsa"
+    key_type: Literal["rsa", "ecdsa"] = BY_FIELD["acme_key_type"].default
     cache: Path | None = None
-    challenge: Literal["http-01", "tls-alpn-01"] = "http-01"
+    challenge: Literal["http-01", "tls-alpn-01"] = BY_FIELD["acme_challenge"].default
     # Renew when this fraction of the lifetime has passed (Let's Encrypt advises two thirds).
-    renew_fraction: float = 2 / 3
-    check_interval: float = 3600.0
+    renew_fraction: float = BY_FIELD["acme_renew_fraction"].default
+    check_interval: float = BY_FIELD["acme_check_interval"].default
 
 
 @dataclass(frozen=True)
@@ -147,13 +154,13 @@ class ServeConfig:
     redirect_http: Address | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
-    tcp: bool = False
+    tcp: bool = BY_FIELD["tcp"].default
     # ALPN protocols offered in --tcp mode (none unless given); HTTP mode offers http/1.1.
     alpn: tuple[str, ...] = ()
-    quiet: bool = False
+    quiet: bool = BY_FIELD["quiet"].default
     limits: Limits = field(default_factory=Limits)
     acme: AcmeSettings | None = None
-    workers: int = 1
+    workers: int = BY_FIELD["workers"].default
 
     @property
     def demo(self) -> bool:
@@ -323,34 +330,8 @@ def parse_limits(items: list[str]) -> dict[str, int | float]:
 
 # -- TOML ---------------------------------------------------------------------------------
 
-_TOML_KEYS = {
-    "listen",
-    "upstream",
-    "routes",
-    "names",
-    "redirect_http",
-    "cert",
-    "key",
-    "tcp",
-    "alpn",
-    "quiet",
-    "limits",
-    "acme",
-    "workers",
-}
-_ACME_KEYS = {
-    "enabled",
-    "directory",
-    "hosts",
-    "email",
-    "agree_tos",
-    "http",
-    "key_type",
-    "cache",
-    "challenge",
-    "renew_fraction",
-    "check_interval",
-}
+# The tables of devtls.toml besides the settings' own keys.
+_TOML_TABLES = frozenset({"limits", "acme"})
 
 
 def load_toml(path: Path) -> dict[str, Any]:
@@ -366,47 +347,52 @@ def load_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    unknown = set(data) - _TOML_KEYS
+    known = TOML_KEYS[""] | _TOML_TABLES
+    unknown = set(data) - known
     if unknown:
         raise ConfigError(
             f"{path}: unknown setting {sorted(unknown)[0]!r}",
-            "known settings: " + ", ".join(sorted(_TOML_KEYS)),
+            "known settings: " + ", ".join(sorted(known)),
+        )
+    for table in _TOML_TABLES:
+        if not isinstance(data.get(table, {}), dict):
+            raise ConfigError(f"{path}: {table} must be a table")
+    unknown = set(data.get("acme", {})) - TOML_KEYS["acme"]
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown acme setting {sorted(unknown)[0]!r}",
+            "known: " + ", ".join(sorted(TOML_KEYS["acme"])),
         )
     return data
 
 
-@dataclass(frozen=True)
-class ServeOptions:
-    """What the command line gave; None means "not given" so the TOML file or default applies."""
-
-    upstream: str | None = None
-    listen: str | None = None
-    names: tuple[str, ...] = ()
-    routes: tuple[str, ...] = ()
-    redirect_http: str | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    tcp: bool | None = None
-    alpn: str | None = None
-    quiet: bool | None = None
-    limits: tuple[str, ...] = ()
-    workers: int | None = None
-    config_file: Path | None = None
-    acme: bool | None = None
-    acme_directory: str | None = None
-    acme_hosts: tuple[str, ...] = ()
-    acme_email: str | None = None
-    acme_agree_tos: bool | None = None
-    acme_http: str | None = None
-    acme_key_type: str | None = None
-    acme_cache: Path | None = None
-    acme_challenge: str | None = None
+def resolve_settings(
+    options: ServeOptions, file_data: dict[str, Any], config_file: Path | None
+) -> dict[str, Any]:
+    """Each setting's raw value: the flag, else the file's (of the declared type), else the
+    default."""
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        value = options.given(setting.field)
+        if value is None and setting.toml is not None:
+            source = file_data.get(setting.table, {}) if setting.table else file_data
+            value = source.get(setting.toml)
+            if value is not None:
+                types = setting.toml_types
+                if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+                    where = f"{setting.table}." if setting.table else ""
+                    raise ConfigError(
+                        f"{config_file}: {where}{setting.toml} has the wrong type "
+                        f"({type(value).__name__})"
+                    )
+        values[setting.field] = setting.default if value is None else value
+    return values
 
 
 def build_config(options: ServeOptions, cwd: Path | None = None) -> ServeConfig:
     """Merge flags over the TOML file over defaults, validating everything."""
     file_data: dict[str, Any] = {}
-    config_file = options.config_file
+    config_file = options.given("config_file")
     if config_file is None:
         candidate = (cwd or Path.cwd()) / DEFAULT_CONFIG_FILE
         if candidate.is_file():
@@ -414,31 +400,14 @@ def build_config(options: ServeOptions, cwd: Path | None = None) -> ServeConfig:
     if config_file is not None:
         file_data = load_toml(config_file)
 
-    def pick(flag: Any, key: str, expected: type | tuple[type, ...]) -> Any:
-        if flag is not None and flag != ():
-            return flag
-        value = file_data.get(key)
-        if value is not None and not isinstance(value, expected):
-            raise ConfigError(f"{config_file}: {key} has the wrong type ({type(value).__name__})")
-        return value
-
-    listen = pick(options.listen, "listen", str) or DEFAULT_LISTEN
-    upstream = pick(options.upstream, "upstream", (str, int))
-    routes = pick(options.routes, "routes", list) or ()
-    names = pick(options.names, "names", list) or DEFAULT_NAMES
-    redirect = pick(options.redirect_http, "redirect_http", str)
-    cert = pick(options.cert_file, "cert", str)
-    key = pick(options.key_file, "key", str)
-    tcp = pick(options.tcp, "tcp", bool) or False
-    alpn = pick(options.alpn, "alpn", (str, list))
-    quiet = pick(options.quiet, "quiet", bool) or False
-    workers = pick(options.workers, "workers", int)
-    workers = 1 if workers is None else workers
-    file_limits = file_data.get("limits") or {}
-    if not isinstance(file_limits, dict):
-        raise ConfigError(f"{config_file}: limits must be a table")
-    limit_values = parse_limits([f"{k}={v}" for k, v in file_limits.items()])
-    limit_values.update(parse_limits(list(options.limits)))
+    values = resolve_settings(options, file_data, config_file)
+    names = values["names"]
+    tcp = values["tcp"]
+    alpn = values["alpn"]
+    workers = values["workers"]
+    cert, key = values["cert_file"], values["key_file"]
+    limit_values = parse_limits([f"{k}={v}" for k, v in file_data.get("limits", {}).items()])
+    limit_values.update(parse_limits(list(values["limits"])))
 
     for name in names:
         try:
@@ -452,39 +421,31 @@ def build_config(options: ServeOptions, cwd: Path | None = None) -> ServeConfig:
         raise ConfigError(
             "--alpn applies only with --tcp", "HTTP mode offers http/1.1; add --tcp or drop --alpn"
         )
+    upstream, redirect = values["upstream"], values["redirect_http"]
     config = ServeConfig(
-        listen=parse_address(str(listen)),
+        listen=parse_address(str(values["listen"])),
         upstream=parse_upstream(str(upstream)) if upstream is not None else None,
-        routes=tuple(parse_route(str(r)) for r in routes),
+        routes=tuple(parse_route(str(r)) for r in values["routes"]),
         names=tuple(str(n) for n in names),
         redirect_http=parse_address(str(redirect), "--redirect-http") if redirect else None,
         cert_file=Path(cert) if cert is not None else None,
         key_file=Path(key) if key is not None else None,
         tcp=bool(tcp),
         alpn=parse_alpn(alpn) if alpn is not None else (),
-        quiet=bool(quiet),
+        quiet=bool(values["quiet"]),
         limits=replace(Limits(), **limit_values),  # type: ignore[arg-type] # checked in Limits
         workers=workers,
     )
     if config.tcp and config.demo:
         raise ConfigError("--tcp needs an UPSTREAM", "e.g. devtls serve --tcp 5432")
-    acme_table = file_data.get("acme") or {}
-    if not isinstance(acme_table, dict):
-        raise ConfigError(f"{config_file}: acme must be a table")
-    unknown = set(acme_table) - _ACME_KEYS
-    if unknown:
-        raise ConfigError(
-            f"{config_file}: unknown acme setting {sorted(unknown)[0]!r}",
-            "known: " + ", ".join(sorted(_ACME_KEYS)),
-        )
-    if options.acme or (options.acme is None and acme_table.get("enabled")):
+    if values["acme"]:
         if config.cert_file is not None:
             raise ConfigError("--acme and --cert cannot be used together", "choose one")
         if config.workers > 1:
             raise ConfigError(
                 "--acme runs in one process", "leave out --workers (one worker orders certificates)"
             )
-        config = replace(config, acme=_acme_settings(options, acme_table, config))
+        config = replace(config, acme=_acme_settings(values, config))
     return config
 
 
@@ -501,18 +462,13 @@ def _check_workers(workers: int) -> None:
         )
 
 
-def _acme_settings(
-    options: ServeOptions, table: dict[str, Any], config: ServeConfig
-) -> AcmeSettings:
-    def pick(flag: Any, key: str) -> Any:
-        return flag if flag is not None and flag != () else table.get(key)
-
-    directory = str(pick(options.acme_directory, "directory") or LETS_ENCRYPT)
+def _acme_settings(values: dict[str, Any], config: ServeConfig) -> AcmeSettings:
+    directory = str(values["acme_directory"])
     if directory == "staging":
         directory = LETS_ENCRYPT_STAGING
     if not directory.startswith("https://"):
         raise ConfigError(f"--acme-directory {directory!r} is not an https:// URL")
-    hosts = tuple(str(h).lower() for h in pick(options.acme_hosts, "hosts") or ())
+    hosts = tuple(str(h).lower() for h in values["acme_hosts"])
     if not hosts:
         hosts = tuple(r.host for r in config.routes if r.host and "*" not in r.host)
     if not hosts:
@@ -527,28 +483,28 @@ def _acme_settings(
             raise ConfigError(f"--acme-host {host!r}: {exc}") from None
         if name.kind is not NameKind.DNS or "*" in host:
             raise ConfigError(f"--acme-host {host!r} must be a DNS name without wildcards")
-    http_text = pick(options.acme_http, "http")
+    http_text = values["acme_http"]
     if http_text is not None:
         http = parse_address(str(http_text), "--acme-http")
     else:
         http = config.redirect_http or Address("", 80)
-    key_type = str(pick(options.acme_key_type, "key_type") or "ecdsa")
+    key_type = str(values["acme_key_type"])
     if key_type not in ("rsa", "ecdsa"):
         raise ConfigError(f"--acme-key-type {key_type!r}", "use rsa or ecdsa")
-    challenge = str(pick(options.acme_challenge, "challenge") or "http-01")
+    challenge = str(values["acme_challenge"])
     if challenge not in CHALLENGES:
         raise ConfigError(f"--acme-challenge {challenge!r}", "use http-01 or tls-alpn-01")
-    cache = pick(options.acme_cache, "cache")
-    renew_fraction = float(table.get("renew_fraction", 2 / 3))
-    check_interval = float(table.get("check_interval", 3600.0))
+    cache = values["acme_cache"]
+    renew_fraction = float(values["acme_renew_fraction"])
+    check_interval = float(values["acme_check_interval"])
     if not 0 <= renew_fraction < 1 or check_interval <= 0:
         raise ConfigError("acme renew_fraction must be in [0, 1) and check_interval positive")
-    email = pick(options.acme_email, "email")
+    email = values["acme_email"]
     return AcmeSettings(
         directory=directory,
         hosts=hosts,
         email=str(email) if email else None,
-        agree_tos=bool(pick(options.acme_agree_tos, "agree_tos")),
+        agree_tos=bool(values["acme_agree_tos"]),
         http=http,
         key_type=key_type,  # type: ignore[arg-type] # checked above
         cache=Path(cache) if cache else None,

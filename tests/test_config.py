@@ -148,7 +148,7 @@ def test_toml_and_flags(tmp_path: Path) -> None:
         ("[limits]\nmax_connections = 1.5\n", "positive"),
         ("[limits]\nwhat = 1\n", "known NAME"),
         ("workers = 0\n", "out of range"),
-        ("workers = true\n", "out of range"),
+        ("workers = true\n", "wrong type"),
         ("workers = 2.5\n", "wrong type"),
     ],
 )
