@@ -17,6 +17,7 @@ CORE = {
     "ca",
     "issue",
     "config",
+    "serve_settings",
     "proxy.http1",
     "proxy.uri",
     "proxy.clienthello",
