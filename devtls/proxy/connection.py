@@ -36,11 +36,15 @@ UPSTREAM_IDLE_SECONDS = 4.0
 MAX_IDLE_PER_UPSTREAM = 64
 # What "localhost" means for an upstream, in the order tried (as Node and curl resolve it).
 LOOPBACK_HOSTS = ("127.0.0.1", "::1")
-# Bytes of pipelined or early request data held while the current exchange runs.
+# Bytes of pipelined or early request data held while the current exchange runs (reading
+# stops above it; one read more may arrive: see the README's "Memory per connection").
 MAX_CLIENT_BACKLOG = 64 * 1024
-# Write-buffer marks: above HIGH the other side stops reading until below LOW.
-WRITE_HIGH_WATER = 256 * 1024
-WRITE_LOW_WATER = 64 * 1024
+# Write-buffer marks, per side: above HIGH the other side stops reading until below LOW.
+# The kernel's socket buffer does the bulk of the buffering (megabytes on loopback); ours only
+# needs to keep it fed, as nginx's proxy_buffers (8 x 4/8 KiB) and uvicorn's 64 KiB
+# HIGH_WATER_LIMIT do. 256 KiB cost a quarter of a MiB per slow reader, for no throughput.
+WRITE_HIGH_WATER = 64 * 1024
+WRITE_LOW_WATER = 16 * 1024
 
 
 class Transport(Protocol):
