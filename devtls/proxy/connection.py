@@ -23,6 +23,7 @@ from devtls.errors import ProtocolError
 from devtls.proxy import forwarding, http1
 from devtls.proxy.certs import SNI_ATTRIBUTE
 from devtls.proxy.forwarding import ClientSide
+from devtls.proxy.heap import HeapTrimmer
 from devtls.proxy.http1 import END, BodyKind, Data, RequestHead, ResponseHead
 from devtls.proxy.routes import Router, upstream_target
 
@@ -75,6 +76,7 @@ class ServerState:
     connections: set[ClientConnection] = field(default_factory=set)
     draining: bool = False
     pool: UpstreamPool = field(init=False)
+    heap: HeapTrimmer = field(init=False)
     write_log: Callable[[str], None] = field(default=lambda line: None)
     # Kept here because asyncio.get_running_loop() costs a getpid() system call on Linux,
     # twice per request otherwise.
@@ -82,6 +84,7 @@ class ServerState:
 
     def __post_init__(self) -> None:
         self.pool = UpstreamPool(self)
+        self.heap = HeapTrimmer(self.loop)
 
 
 class _ReadGate:
@@ -233,7 +236,10 @@ class ClientConnection(_FlowControlled):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._drop_timer()
-        self.state.connections.discard(self)
+        connections = self.state.connections
+        if self in connections:
+            connections.discard(self)
+            self.state.heap.closed(len(connections))
         upstream, self.upstream = self.upstream, None
         if upstream is not None:
             upstream.client = None
@@ -866,17 +872,20 @@ class UpstreamPool:
         self, upstream: Upstream, key: str, client: ClientConnection, tunnel: bool
     ) -> None:
         hosts = self._hosts_to_try(upstream, key)
+        # Kept without their tracebacks: those hold this frame (and the client) in a cycle with
+        # wait_for's task, which kept each refused connection's memory until a full gc.
         failures: list[BaseException] = []
         protocol: UpstreamConnection | None = None
         for host in hosts:
             try:
                 protocol = await self._connect(upstream, key, host)
             except ssl.SSLError as exc:
-                failures.append(exc)  # something answered there: its TLS is the problem
+                # something answered there: its TLS is the problem
+                failures.append(exc.with_traceback(None))
                 hosts = (host,)
                 break
             except (OSError, asyncio.TimeoutError) as exc:
-                failures.append(exc)
+                failures.append(exc.with_traceback(None))
                 continue
             if len(hosts) > 1:
                 self.answered[key] = host
