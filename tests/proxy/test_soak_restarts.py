@@ -49,11 +49,12 @@ WINDOW_GRACE_SECONDS = 3.0
 DOWNLOAD = 128 * 1024  # every 8th request downloads this much
 UPLOAD = 64 * 1024  # every 16th uploads this much
 # The figure the README states (see "Memory per connection"): peak RSS over the start, per
-# busy connection. Measured 85-107 KiB here (252-277 KiB before the TLS layer's memory BIOs
+# busy connection. Measured 70-90 KiB here (252-277 KiB before the TLS layer's memory BIOs
 # were fed a record at a time and the write buffers bounded to 64 KiB).
 PEAK_KIB_PER_CONNECTION = 128
-# Given back: once the load is over, RSS is within this of where it started (measured 14-17
-# MiB; 268 MiB before the heap was trimmed after bursts).
+# Given back: once the load is over, RSS is within this of where it started (measured 12-16
+# MiB; 268-300 MiB before refused connections left reference cycles and before the heap was
+# trimmed after bursts).
 SETTLED_GROWTH_KIB = 32 * 1024
 
 
