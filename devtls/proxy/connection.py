@@ -23,6 +23,7 @@ from devtls.errors import ProtocolError
 from devtls.proxy import forwarding, http1
 from devtls.proxy.certs import SNI_ATTRIBUTE
 from devtls.proxy.forwarding import ClientSide
+from devtls.proxy.heap import HeapTrimmer
 from devtls.proxy.http1 import END, BodyKind, Data, RequestHead, ResponseHead
 from devtls.proxy.routes import Router, upstream_target
 
@@ -36,14 +37,18 @@ UPSTREAM_IDLE_SECONDS = 4.0
 MAX_IDLE_PER_UPSTREAM = 64
 # What "localhost" means for an upstream, in the order tried (as Node and curl resolve it).
 LOOPBACK_HOSTS = ("127.0.0.1", "::1")
-# Bytes of pipelined or early request data held while the current exchange runs.
+# Bytes of pipelined or early request data held while the current exchange runs (reading
+# stops above it; one read more may arrive: see the README's "Memory per connection").
 MAX_CLIENT_BACKLOG = 64 * 1024
 # --tcp: bytes an upstream sends before the client side is attached (SMTP, MySQL and SSH
 # greetings, an h2 server's SETTINGS) are kept up to this, then the upstream is not read.
 MAX_TUNNEL_EARLY = 64 * 1024
-# Write-buffer marks: above HIGH the other side stops reading until below LOW.
-WRITE_HIGH_WATER = 256 * 1024
-WRITE_LOW_WATER = 64 * 1024
+# Write-buffer marks, per side: above HIGH the other side stops reading until below LOW.
+# The kernel's socket buffer does the bulk of the buffering (megabytes on loopback); ours only
+# needs to keep it fed, as nginx's proxy_buffers (8 x 4/8 KiB) and uvicorn's 64 KiB
+# HIGH_WATER_LIMIT do. 256 KiB cost a quarter of a MiB per slow reader, for no throughput.
+WRITE_HIGH_WATER = 64 * 1024
+WRITE_LOW_WATER = 16 * 1024
 
 
 class Transport(Protocol):
@@ -74,6 +79,7 @@ class ServerState:
     connections: set[ClientConnection] = field(default_factory=set)
     draining: bool = False
     pool: UpstreamPool = field(init=False)
+    heap: HeapTrimmer = field(init=False)
     write_log: Callable[[str], None] = field(default=lambda line: None)
     # Kept here because asyncio.get_running_loop() costs a getpid() system call on Linux,
     # twice per request otherwise.
@@ -81,6 +87,7 @@ class ServerState:
 
     def __post_init__(self) -> None:
         self.pool = UpstreamPool(self)
+        self.heap = HeapTrimmer(self.loop)
 
 
 class _ReadGate:
@@ -233,7 +240,10 @@ class ClientConnection(_FlowControlled):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._drop_timer()
-        self.state.connections.discard(self)
+        connections = self.state.connections
+        if self in connections:
+            connections.discard(self)
+            self.state.heap.closed(len(connections))
         upstream, self.upstream = self.upstream, None
         if upstream is not None:
             upstream.client = None
@@ -899,17 +909,20 @@ class UpstreamPool:
         self, upstream: Upstream, key: str, client: ClientConnection, tunnel: bool
     ) -> None:
         hosts = self._hosts_to_try(upstream, key)
+        # Kept without their tracebacks: those hold this frame (and the client) in a cycle with
+        # wait_for's task, which kept each refused connection's memory until a full gc.
         failures: list[BaseException] = []
         protocol: UpstreamConnection | None = None
         for host in hosts:
             try:
                 protocol = await self._connect(upstream, key, host, tunnel=tunnel)
             except ssl.SSLError as exc:
-                failures.append(exc)  # something answered there: its TLS is the problem
+                # something answered there: its TLS is the problem
+                failures.append(exc.with_traceback(None))
                 hosts = (host,)
                 break
             except (OSError, asyncio.TimeoutError) as exc:
-                failures.append(exc)
+                failures.append(exc.with_traceback(None))
                 continue
             if len(hosts) > 1:
                 self.answered[key] = host

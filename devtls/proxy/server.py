@@ -22,6 +22,7 @@ from devtls.proxy import http1
 from devtls.proxy.certs import CertificateSource
 from devtls.proxy.connection import ClientConnection, ServerState, print_line
 from devtls.proxy.demo import start_demo_server
+from devtls.proxy.heap import tune_malloc
 from devtls.proxy.pgssl import PostgresNegotiation
 from devtls.proxy.responder import ListenerState, RedirectProtocol, redirect_to_https
 from devtls.proxy.routes import Router
@@ -438,6 +439,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 def run_on_new_loop(main: Coroutine[Any, Any, int]) -> int:
+    tune_malloc()  # once per serving process (see devtls/proxy/heap.py)
     if sys.version_info >= (3, 11):
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             return runner.run(main)

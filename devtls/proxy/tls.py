@@ -36,9 +36,14 @@ from devtls.proxy.clienthello import (
 
 log = logging.getLogger("devtls.tls")
 
-# One TLS record carries at most 16 KiB of plaintext; reading 64 KiB at a time drains
-# several records per call without holding a big buffer per connection.
-READ_CHUNK = 64 * 1024
+# One TLS record carries at most 16 KiB of plaintext (RFC 8446 5.1), and SSL_read returns
+# one record's worth per call: asking for more only allocates a bigger object to shrink.
+READ_CHUNK = 16 * 1024
+# OpenSSL's memory BIOs never shrink: each keeps, for the life of the connection, a buffer
+# as big as the most it ever held at once. So bytes go through them one record's worth at a
+# time (plaintext into SSL_write, ciphertext into the incoming BIO), each drained before the
+# next; a 256 KiB write would otherwise pin about 340 KiB per connection until it closes.
+BIO_PIECE = 16 * 1024
 # Bytes on the TLS port that start like an HTTP request get a helpful plain-HTTP answer.
 _HTTP_METHOD_STARTS = (b"GET ", b"HEAD", b"POST", b"PUT ", b"DELE", b"OPTI", b"PATC", b"CONN")
 
@@ -165,11 +170,11 @@ class TLSServerProtocol(asyncio.Protocol):
                 if len(self._waiting) > MAX_HELLO:
                     self._abort_all()
             return
-        self._incoming.write(data)
-        self._tls_data(sslobj)
+        self._tls_data(sslobj, data)
 
-    def _tls_data(self, sslobj: ssl.SSLObject) -> None:
+    def _tls_data(self, sslobj: ssl.SSLObject, data: bytes = b"") -> None:
         if self._app is None:
+            self._incoming.write(data)
             try:
                 sslobj.do_handshake()
             except ssl.SSLWantReadError:
@@ -182,27 +187,34 @@ class TLSServerProtocol(asyncio.Protocol):
             self._handshake_done()
             if self._closed:
                 return
+            data = b""  # already in the BIO
         chunks: list[bytes] = []
         eof = False
         incoming = self._incoming
-        try:
-            while True:
-                chunk = sslobj.read(READ_CHUNK)
-                if not chunk:
-                    eof = True
-                    break
-                chunks.append(chunk)
-                if not incoming.pending and not sslobj.pending():
-                    # Every record is decrypted: one more read would only raise SSLWantReadError.
-                    break
-        except ssl.SSLWantReadError:
-            pass
-        except ssl.SSLZeroReturnError:
-            eof = True
-        except (ssl.SSLError, OSError) as exc:
-            log.debug("TLS error from %s: %s", self._extra.get("peername"), exc)
-            self._abort_all()
-            return
+        for piece in (data,) if len(data) <= BIO_PIECE else _pieces(data):
+            if piece:
+                incoming.write(piece)
+            try:
+                while True:
+                    chunk = sslobj.read(READ_CHUNK)
+                    if not chunk:
+                        eof = True
+                        break
+                    chunks.append(chunk)
+                    if not incoming.pending and not sslobj.pending():
+                        # Every record is decrypted: one more read would only raise
+                        # SSLWantReadError.
+                        break
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLZeroReturnError:
+                eof = True
+            except (ssl.SSLError, OSError) as exc:
+                log.debug("TLS error from %s: %s", self._extra.get("peername"), exc)
+                self._abort_all()
+                return
+            if eof:
+                break
         # Key updates and session tickets may need answering.
         self._flush()
         app = self._app
@@ -295,12 +307,23 @@ class TLSServerProtocol(asyncio.Protocol):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._closed or self._eof_sent or self._ssl is None:
             return
+        sslobj = self._ssl
         try:
-            self._ssl.write(data)
+            if len(data) <= BIO_PIECE:
+                sslobj.write(data)
+                self._flush()
+                return
+            # The same records OpenSSL would cut, one at a time (see BIO_PIECE).
+            outgoing = self._outgoing
+            records: list[bytes] = []
+            for piece in _pieces(data):
+                sslobj.write(piece)
+                records.append(outgoing.read())
         except (ssl.SSLError, OSError):
             self._abort_all()
             return
-        self._flush()
+        if self._transport is not None:
+            self._transport.write(b"".join(records))
 
     def writelines(self, pieces: list[bytes]) -> None:
         self.write(b"".join(pieces))
@@ -435,3 +458,8 @@ class TLSServerProtocol(asyncio.Protocol):
     def _abort_all(self) -> None:
         if self._transport is not None:
             self._transport.abort()
+
+
+def _pieces(data: bytes | bytearray | memoryview) -> list[memoryview]:
+    view = memoryview(data)
+    return [view[offset : offset + BIO_PIECE] for offset in range(0, len(view), BIO_PIECE)]
