@@ -11,14 +11,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI, require_tool, run
+from tests.conftest import IN_CI, require_tool, run, wait_for
 
 
 def free_port() -> int:
@@ -28,10 +28,19 @@ def free_port() -> int:
 
 
 class SlowHandler(BaseHTTPRequestHandler):
+    """/slow answers after 1.5 s, /sleep/SECONDS after that long (``started`` is set when such
+    a request came), anything else at once."""
+
+    started = threading.Event()
+
     def do_GET(self) -> None:
-        if self.path.startswith("/slow"):
-            time.sleep(1.5)
         body = b"hello from upstream"
+        if self.path.startswith("/sleep/"):
+            SlowHandler.started.set()
+            time.sleep(float(self.path.rsplit("/", 1)[1]))
+            body = b"slept"
+        elif self.path.startswith("/slow"):
+            time.sleep(1.5)
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -295,15 +304,6 @@ def exited(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
-def wait_for(predicate: Callable[[], bool], seconds: float = 10) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="--workers is Linux only")
 
 
@@ -422,28 +422,10 @@ def test_acme_without_the_extra_is_one_line_before_listening(tmp_path: Path, mis
 # -- stopping: a second signal cuts the drain short; the last request ending ends the process --
 
 
-class SleepyHandler(BaseHTTPRequestHandler):
-    """GET /sleep/SECONDS answers after that long; ``started`` is set when a request came."""
-
-    started = threading.Event()
-
-    def do_GET(self) -> None:
-        SleepyHandler.started.set()
-        time.sleep(float(self.path.rsplit("/", 1)[1]))
-        body = b"slept"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def sleepy_port() -> Iterator[int]:
-    SleepyHandler.started.clear()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), SleepyHandler)
+    SlowHandler.started.clear()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowHandler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -488,7 +470,7 @@ def _listen_port(lines: list[str]) -> int:
 def _started_request(port: int, caroot: Path, seconds: float) -> InFlight:
     request = InFlight(port, caroot, f"/sleep/{seconds}")
     request.start()
-    assert SleepyHandler.started.wait(10), "the request never reached the upstream"
+    assert SlowHandler.started.wait(10), "the request never reached the upstream"
     return request
 
 

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from devtls.proxy.clienthello import ALERT_UNRECOGNIZED_NAME
 from devtls.proxy.responder import ListenerState, RedirectProtocol
 from devtls.proxy.server import RunningServer, prepare_certificates, start
 from devtls.proxy.tls import HandshakeSlots, TLSServerProtocol
-from tests.conftest import require_tool
+from tests.conftest import require_tool, wait_for
 from tests.proxy.conftest import Harness
 from tests.proxy.test_clienthello import real_hello, with_server_name
 from tests.proxy.test_forwarding import curl
@@ -461,15 +461,6 @@ def test_a_mint_that_fails_serves_the_default_certificate(harness: Harness) -> N
 # -- 4. connections in the handshake count toward max_connections ----------------------------
 
 
-def wait_until(predicate: Callable[[], bool], seconds: float = 10) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
 def handshake_works(port: int, ca_file: Path) -> bool:
     context = ssl.create_default_context(cafile=str(ca_file))
     try:
@@ -502,7 +493,7 @@ def test_idle_connections_that_never_send_a_hello_count_toward_max_connections(
     finally:
         for sock in idle:
             sock.close()
-    assert wait_until(lambda: handshake_works(proxy.port, harness.ca_file))
+    assert wait_for(lambda: handshake_works(proxy.port, harness.ca_file))
 
 
 def test_idle_connections_are_closed_by_the_handshake_timeout(harness: Harness) -> None:
@@ -589,7 +580,7 @@ def test_redirect_listener_has_a_connection_limit(harness: Harness) -> None:
     def redirected() -> bool:
         return send_raw(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 301 ")
 
-    assert wait_until(redirected)
+    assert wait_for(redirected)
 
 
 class FakeAcme:
@@ -636,4 +627,4 @@ def test_the_acme_http01_listener_answers_and_has_the_limits(
     finally:
         for sock in idle:
             sock.close()
-    assert wait_until(lambda: not state.connections)
+    assert wait_for(lambda: not state.connections)
