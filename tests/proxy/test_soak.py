@@ -34,6 +34,14 @@ def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def fds_after_settling(pid: int, baseline: int) -> int:
+    """Open files once idle upstream connections have been closed (a few seconds; bounded)."""
+    deadline = time.monotonic() + 20
+    while fd_count(pid) > baseline and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return fd_count(pid)
+
+
 async def keep_alive_client(port: int, context: ssl.SSLContext, index: int, stats: dict) -> None:
     reader, writer = await asyncio.open_connection(
         "127.0.0.1", port, ssl=context, server_hostname="localhost"
@@ -127,11 +135,7 @@ def test_soak_with_resets(harness: Harness) -> None:
         stats = asyncio.run(soak(http_port, ws_port, context))
         elapsed = time.monotonic() - started
         peak = rss_kib(http_proxy.pid, "VmHWM")
-        # Idle upstream connections are closed after a few seconds; then fds are back.
-        deadline = time.monotonic() + 20
-        while fd_count(http_proxy.pid) > baseline_fds and time.monotonic() < deadline:
-            time.sleep(0.2)
-        after_fds = fd_count(http_proxy.pid)
+        after_fds = fds_after_settling(http_proxy.pid, baseline_fds)
         print(
             f"\nsoak: {KEEP_ALIVE_CLIENTS} keep-alive clients x {REQUESTS_PER_CLIENT} requests, "
             f"{WEBSOCKETS} websockets x {WS_MESSAGES} messages, {RESETTING_CLIENTS} resets "

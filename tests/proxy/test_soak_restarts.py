@@ -29,6 +29,7 @@ from tests.proxy.conftest import Harness
 from tests.proxy.soak_upstream import pattern
 from tests.proxy.test_memory import rss_kib, stop
 from tests.proxy.test_serve_cli import free_port
+from tests.proxy.test_soak import fd_count, fds_after_settling
 
 CLIENTS = 1000
 WEBSOCKETS = 200
@@ -56,10 +57,6 @@ PEAK_KIB_PER_CONNECTION = 128
 # MiB; 268-300 MiB before refused connections left reference cycles and before the heap was
 # trimmed after bursts).
 SETTLED_GROWTH_KIB = 32 * 1024
-
-
-def fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 @dataclass
@@ -297,11 +294,7 @@ def test_soak_through_upstream_restarts(harness: Harness, tmp_path: Path) -> Non
         record = asyncio.run(soak(port, proxy.pid, upstream, context))
         elapsed = time.monotonic() - started
         peak = rss_kib(proxy.pid, "VmHWM")
-        # Idle upstream connections are closed after a few seconds; then fds are back.
-        deadline = time.monotonic() + 20
-        while fd_count(proxy.pid) > baseline_fds and time.monotonic() < deadline:
-            time.sleep(0.2)
-        after_fds = fd_count(proxy.pid)
+        after_fds = fds_after_settling(proxy.pid, baseline_fds)
         # The heap is trimmed a moment after the load is gone (devtls/proxy/heap.py).
         deadline = time.monotonic() + 15
         while (settled := rss_kib(proxy.pid)) - baseline_rss > SETTLED_GROWTH_KIB:
