@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from devtls.errors import ProtocolError
-from devtls.proxy.uri import normalize_path, valid_authority
+from devtls.proxy.uri import parse_target
 
 # nginx's large_client_header_buffers default (4 x 8k): a request line or one header
 # line longer than 8 KiB is refused, and so is a head larger than 32 KiB.
@@ -44,9 +44,6 @@ _HEX = re.compile(rb"[0-9A-Fa-f]+")
 _QUOTED = rb'"[^"\\\r\n]*"'
 _CHUNK_EXT_ONE = rb"[ \t]*;[ \t]*" + _TOKEN + rb"(?:=(?:" + _TOKEN + rb"|" + _QUOTED + rb"))?"
 _CHUNK_EXT = re.compile(rb"(?:" + _CHUNK_EXT_ONE + rb")*[ \t]*")
-# absolute-form (RFC 9112 3.2.2): the scheme is case-insensitive, the authority ends at the
-# first "/", "?" or "#".
-_ABSOLUTE_FORM = re.compile(rb"[Hh][Tt][Tt][Pp][Ss]?://([^/?#]*)(.*)", re.DOTALL)
 # RFC 9110 7.8: protocol-name ["/" protocol-version], both tokens.
 _PROTOCOL = re.compile(_TOKEN + rb"(?:/" + _TOKEN + rb")?")
 
@@ -333,39 +330,7 @@ class RequestReader(_Reader):
         headers = _parse_fields(fields, self._max_headers, 431)
         framing = _Framing(headers)
         host = framing.single(b"host")
-        if host is not None and not valid_authority(host):
-            raise ProtocolError("malformed Host header", 400)
-        if method == b"CONNECT":
-            raise ProtocolError("CONNECT is not supported: this is not a forward proxy", 405)
-        if target[:1] == b"/" or (target == b"*" and method == b"OPTIONS"):
-            pass
-        elif match := _ABSOLUTE_FORM.fullmatch(target):
-            # A proxy MUST take the target's authority over Host (RFC 9112 3.2.2); both are
-            # checked, and only the authority goes on.
-            authority, rest = match.groups()
-            if b"@" in authority:
-                raise ProtocolError("a user name in the request target", 400)
-            if not authority or not valid_authority(authority):
-                raise ProtocolError("absolute URL without a valid host", 400)
-            if host is None and http11:
-                raise ProtocolError("HTTP/1.1 request without Host", 400)
-            host = authority
-            target = rest if rest[:1] == b"/" else b"/" + rest
-        else:
-            raise ProtocolError("malformed request target", 400)
-        if b"#" in target:
-            raise ProtocolError("a fragment in the request target", 400)
-        if target == b"*":
-            path = target
-        else:
-            raw_path, question, query = target.partition(b"?")
-            path = normalize_path(raw_path)
-            if path is not raw_path:
-                target = path + question + query
-        if host is None:
-            if http11:
-                raise ProtocolError("HTTP/1.1 request without Host", 400)
-            host = b""
+        host, target, path = parse_target(method, target, host, http11)
         body, length = framing.request_body(http11)
         tokens = framing.connection_tokens
         keep_alive = (b"close" not in tokens) if http11 else (b"keep-alive" in tokens)

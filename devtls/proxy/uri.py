@@ -1,4 +1,4 @@
-"""Sans-IO checks of what a request names: its authority (Host) and its path.
+"""Sans-IO reading of what a request names: its target, its authority (Host) and its path.
 
 A forwarder and the app behind it must read a request's path the same way, or a route
 can be stepped around (``/api/../secret``) and a prefix replaced into something else
@@ -28,8 +28,55 @@ _HIDDEN_SEPARATOR = re.compile(rb"%2[Ff]|%5[Cc]|\\")
 # reg-name (RFC 3986 3.2.2) without percent-encoding: every client sends A-labels.
 _REG_NAME = re.compile(rb"[A-Za-z0-9\-._~!$&'()*+,;=]+")
 _PORT = re.compile(rb"[0-9]{1,5}")
+# absolute-form (RFC 9112 3.2.2): the scheme is case-insensitive, the authority ends at the
+# first "/", "?" or "#".
+_ABSOLUTE_FORM = re.compile(rb"[Hh][Tt][Tt][Pp][Ss]?://([^/?#]*)(.*)", re.DOTALL)
 # RFC 1035's 255 octets for a name, plus a port.
 MAX_AUTHORITY = 255 + 6
+
+
+def parse_target(
+    method: bytes, target: bytes, host: bytes | None, http11: bool
+) -> tuple[bytes, bytes, bytes]:
+    """A request's (host, origin-form target, normalized path) from its target and Host.
+
+    ``host`` is the Host field (None when absent). Raises ProtocolError with the status to
+    answer for anything a second parser could read another way.
+    """
+    if host is not None and not valid_authority(host):
+        raise ProtocolError("malformed Host header", 400)
+    if method == b"CONNECT":
+        raise ProtocolError("CONNECT is not supported: this is not a forward proxy", 405)
+    if target[:1] == b"/" or (target == b"*" and method == b"OPTIONS"):
+        pass
+    elif match := _ABSOLUTE_FORM.fullmatch(target):
+        # A proxy MUST take the target's authority over Host (RFC 9112 3.2.2); both are
+        # checked, and only the authority goes on.
+        authority, rest = match.groups()
+        if b"@" in authority:
+            raise ProtocolError("a user name in the request target", 400)
+        if not authority or not valid_authority(authority):
+            raise ProtocolError("absolute URL without a valid host", 400)
+        if host is None and http11:
+            raise ProtocolError("HTTP/1.1 request without Host", 400)
+        host = authority
+        target = rest if rest[:1] == b"/" else b"/" + rest
+    else:
+        raise ProtocolError("malformed request target", 400)
+    if b"#" in target:
+        raise ProtocolError("a fragment in the request target", 400)
+    if target == b"*":
+        path = target
+    else:
+        raw_path, question, query = target.partition(b"?")
+        path = normalize_path(raw_path)
+        if path is not raw_path:
+            target = path + question + query
+    if host is None:
+        if http11:
+            raise ProtocolError("HTTP/1.1 request without Host", 400)
+        host = b""
+    return host, target, path
 
 
 def valid_authority(authority: bytes) -> bool:
