@@ -12,11 +12,10 @@ import base64
 import hashlib
 import html
 import struct
-from typing import cast
 
-from devtls.errors import ProtocolError
 from devtls.proxy import http1
 from devtls.proxy.http1 import RequestHead
+from devtls.proxy.responder import ListenerState, Reply, Responder
 
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 1.3
 # The demo echoes messages a person types; anything bigger is not a demo any more.
@@ -67,89 +66,40 @@ def websocket_accept(key: bytes) -> bytes:
     return base64.b64encode(hashlib.sha1(key + _WS_GUID).digest())  # noqa: S324 - RFC 6455
 
 
-class DemoProtocol(asyncio.Protocol):
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.reader = http1.RequestReader()
-        self.websocket: WebSocketEcho | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
-
-    def data_received(self, data: bytes) -> None:
-        if self.websocket is not None:
-            self.websocket.feed(data)
-            return
-        self.reader.feed(data)
-        try:
-            while True:
-                event = self.reader.next_event()
-                if event is None:
-                    return
-                if isinstance(event, RequestHead):
-                    if self._answer(event):
-                        return
-                elif event is http1.END:
-                    self.reader.next_message()
-        except ProtocolError as exc:
-            self._send(http1.simple_response(exc.status_hint, exc.message.encode(), close=True))
-            self._close()
-
-    def _answer(self, head: RequestHead) -> bool:
-        """Answer one request; True when the connection became a WebSocket."""
-        headers = {name.lower(): value for name, value in head.headers}
-        path = head.target.partition(b"?")[0]
-        if path == b"/ws" and (head.upgrade or b"").lower() == b"websocket":
-            key = headers.get(b"sec-websocket-key")
-            if key is None:
-                self._send(http1.simple_response(400, b"missing Sec-WebSocket-Key\n"))
-                return False
-            self._send(
-                http1.encode_head(
-                    b"HTTP/1.1 101 Switching Protocols",
-                    [
-                        (b"Upgrade", b"websocket"),
-                        (b"Connection", b"Upgrade"),
-                        (b"Sec-WebSocket-Accept", websocket_accept(key)),
-                    ],
-                )
-            )
-            assert self.transport is not None
-            self.websocket = WebSocketEcho(self.transport)
-            rest = self.reader.take_buffered()
-            if rest:
-                self.websocket.feed(rest)
-            return True
-        if path in (b"/", b"/index.html") and head.method in (b"GET", b"HEAD"):
-            page = _PAGE.format(
-                host=_text(head.host),
-                version=_text(headers.get(b"x-devtls-tls-version", b"?")),
-                cipher=_text(headers.get(b"x-devtls-tls-cipher", b"?")),
-                client=_text(headers.get(b"x-forwarded-for", b"?")),
-            ).encode()
-            self._send(
-                http1.simple_response(
-                    200,
-                    page,
-                    content_type=b"text/html; charset=utf-8",
-                    head_only=head.method == b"HEAD",
-                    close=not head.keep_alive,
-                )
-            )
-        else:
-            self._send(http1.simple_response(404, b"not found\n", close=not head.keep_alive))
-        if not head.keep_alive:
-            self._close()
-            return True
-        return False
-
-    def _send(self, data: bytes) -> None:
-        if self.transport is not None:
-            self.transport.write(data)
-
-    def _close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+def answer(head: RequestHead) -> Reply:
+    """The demo's reply to one request: the page, the WebSocket echo at /ws, or a 404."""
+    headers = {name.lower(): value for name, value in head.headers}
+    path = head.path
+    if path == b"/ws" and (head.upgrade or b"").lower() == b"websocket":
+        key = headers.get(b"sec-websocket-key")
+        if key is None:
+            return Reply(http1.simple_response(400, b"missing Sec-WebSocket-Key\n"), close=False)
+        switching = http1.encode_head(
+            b"HTTP/1.1 101 Switching Protocols",
+            [
+                (b"Upgrade", b"websocket"),
+                (b"Connection", b"Upgrade"),
+                (b"Sec-WebSocket-Accept", websocket_accept(key)),
+            ],
+        )
+        return Reply(switching, switch=lambda transport: WebSocketEcho(transport).feed)
+    close = not head.keep_alive
+    if path in (b"/", b"/index.html") and head.method in (b"GET", b"HEAD"):
+        page = _PAGE.format(
+            host=_text(head.host),
+            version=_text(headers.get(b"x-devtls-tls-version", b"?")),
+            cipher=_text(headers.get(b"x-devtls-tls-cipher", b"?")),
+            client=_text(headers.get(b"x-forwarded-for", b"?")),
+        ).encode()
+        response = http1.simple_response(
+            200,
+            page,
+            content_type=b"text/html; charset=utf-8",
+            head_only=head.method == b"HEAD",
+            close=close,
+        )
+        return Reply(response, close=close)
+    return Reply(http1.simple_response(404, b"not found\n", close=close), close=close)
 
 
 def _text(value: bytes) -> str:
@@ -230,9 +180,9 @@ def _frame(fin_opcode: int, payload: bytes) -> bytes:
     return header + payload
 
 
-async def start_demo_server() -> tuple[asyncio.Server, int]:
-    """The demo app on 127.0.0.1 at a port the OS picks."""
+async def start_demo_server(listener: ListenerState) -> tuple[asyncio.Server, int]:
+    """The demo app on 127.0.0.1 at a port the OS picks, with the listener's limits."""
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(DemoProtocol, "127.0.0.1", 0)
+    server = await loop.create_server(lambda: Responder(listener, answer), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     return server, port

@@ -24,7 +24,7 @@ from devtls.proxy.connection import ClientConnection, ServerState, print_line
 from devtls.proxy.demo import start_demo_server
 from devtls.proxy.heap import tune_malloc
 from devtls.proxy.pgssl import PostgresNegotiation
-from devtls.proxy.responder import ListenerState, RedirectProtocol, redirect_to_https
+from devtls.proxy.responder import ListenerState, Responder, plain_http, redirect_to_https
 from devtls.proxy.routes import Router
 from devtls.proxy.tls import HandshakeSlots, TLSServerProtocol
 
@@ -166,8 +166,13 @@ async def start(
         certificates = prepare_certificates(config, write_log)
     ca, certs, acme = certificates.ca, certificates.source, certificates.acme
     banner_config = config
+    # devtls's own small HTTP servers (the demo, --redirect-http, ACME http-01), each with the
+    # TLS port's limits, closed with the server.
+    plain_listeners: list[ListenerState] = []
     if config.demo:
-        demo_server, demo_port = await start_demo_server()
+        demo_listener = ListenerState(config.limits)
+        plain_listeners.append(demo_listener)
+        demo_server, demo_port = await start_demo_server(demo_listener)
         servers.append(demo_server)
         config = replace(
             config, upstream=Upstream("http", "127.0.0.1", demo_port, wants_tls_info=True)
@@ -210,13 +215,12 @@ async def start(
             loop, tls, timeout=config.limits.handshake_timeout, on_error=on_handshake_error
         )
 
-    plain_listeners: list[ListenerState] = []
-
     def plain_listener(address: Address) -> Coroutine[Any, Any, asyncio.Server]:
         # Each plain-HTTP listener has the TLS port's limits, counted on its own.
-        listener = ListenerState(port, config.limits, acme)
+        listener = ListenerState(config.limits)
         plain_listeners.append(listener)
-        return _listen(loop, lambda: RedirectProtocol(listener), address)
+        respond = plain_http(port, acme)
+        return _listen(loop, lambda: Responder(listener, respond), address)
 
     try:
         if listen_sockets is None:

@@ -31,7 +31,7 @@ from devtls.names import Name
 from devtls.proxy.acme import AcmeManager
 from devtls.proxy.certs import SNI_ATTRIBUTE
 from devtls.proxy.clienthello import ALERT_UNRECOGNIZED_NAME
-from devtls.proxy.responder import ListenerState, RedirectProtocol
+from devtls.proxy.responder import ListenerState, Responder, plain_http
 from devtls.proxy.server import RunningServer, prepare_certificates, start
 from devtls.proxy.tls import HandshakeSlots, TLSServerProtocol
 from tests.conftest import require_tool, wait_for
@@ -591,11 +591,12 @@ class FakeAcme:
 @pytest.fixture
 def acme_listener(harness: Harness) -> Iterator[tuple[int, ListenerState]]:
     limits = Limits(head_timeout=0.5, max_connections=2)
-    state = ListenerState(8443, limits, FakeAcme())  # type: ignore[arg-type]
+    state = ListenerState(limits)
+    respond = plain_http(8443, FakeAcme())  # type: ignore[arg-type]
 
     async def open_server() -> asyncio.Server:
         return await asyncio.get_running_loop().create_server(
-            lambda: RedirectProtocol(state), "127.0.0.1", 0
+            lambda: Responder(state, respond), "127.0.0.1", 0
         )
 
     server = harness.loop.run(open_server())
