@@ -344,7 +344,7 @@ class RequestReader(_Reader):
             target=target,
             http11=http11,
             headers=headers,
-            host=host.lower(),
+            host=host,
             body=body,
             content_length=length,
             keep_alive=keep_alive,

@@ -76,7 +76,19 @@ def parse_target(
         if http11:
             raise ProtocolError("HTTP/1.1 request without Host", 400)
         host = b""
-    return host, target, path
+    return _same_name(host), target, path
+
+
+def _same_name(authority: bytes) -> bytes:
+    """Lower case, and one final dot dropped (``App.Test.:8443`` is ``app.test:8443``): the
+    same name to DNS (RFC 4343, RFC 1034 3.1), as it is to the SNI check and to nginx."""
+    authority = authority.lower()
+    if authority[:1] == b"[":
+        return authority
+    name, colon, port = authority.partition(b":")
+    if name.endswith(b".") and len(name) > 1:
+        return name[:-1] + colon + port
+    return authority
 
 
 def valid_authority(authority: bytes) -> bool:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devtls.errors import ProtocolError
-from devtls.proxy.uri import normalize_path, valid_authority
+from devtls.proxy.uri import normalize_path, parse_target, valid_authority
 
 
 @pytest.mark.parametrize(
@@ -127,3 +127,17 @@ def test_valid_authorities(authority: bytes) -> None:
 )
 def test_invalid_authorities(authority: bytes) -> None:
     assert not valid_authority(authority)
+
+
+@pytest.mark.parametrize(
+    ("host", "seen"),
+    [
+        (b"App.Test", b"app.test"),
+        (b"app.test.", b"app.test"),
+        (b"APP.test.:8443", b"app.test:8443"),
+        (b"[::1]:8443", b"[::1]:8443"),
+        (b"localhost", b"localhost"),
+    ],
+)
+def test_host_names_are_compared_as_dns_does(host: bytes, seen: bytes) -> None:
+    assert parse_target(b"GET", b"/", host, True)[0] == seen
