@@ -24,9 +24,11 @@ from typing import Any
 from devtls.ca import LocalCA
 from devtls.config import ServeConfig, Upstream
 from devtls.proxy.certs import CertificateSource
-from devtls.proxy.connection import ClientConnection, ServerState, UpstreamConnection
+from devtls.proxy.h1 import H1Connection
 from devtls.proxy.routes import Router
+from devtls.proxy.state import ServerState
 from devtls.proxy.tls import TLSServerProtocol
+from devtls.proxy.upstream import UpstreamConnection
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: localhost:8443\r\n\r\n"
 RESPONSE = (
@@ -92,7 +94,7 @@ def server_with_pooled_upstream() -> tuple[ServerState, UpstreamConnection]:
 
 async def per_request(rounds: int) -> float:
     state, upstream = server_with_pooled_upstream()
-    client = ClientConnection(state)
+    client = H1Connection(state)
     transport = FakeTransport()
     client.connection_made(transport)  # type: ignore[arg-type]
     started = time.perf_counter()
@@ -124,7 +126,7 @@ async def per_connection(rounds: int, context: ssl.SSLContext, *, forwarder: boo
         if forwarder:
             transport = FakeTransport()
             protocol = TLSServerProtocol(
-                loop, context, lambda: ClientConnection(state), handshake_timeout=10
+                loop, context, lambda: H1Connection(state), handshake_timeout=10
             )
             protocol.connection_made(transport)  # type: ignore[arg-type]
             protocol.data_received(hello)
