@@ -325,7 +325,7 @@ class UpstreamPool:
         protocol: UpstreamConnection | None = None
         for host in hosts:
             try:
-                protocol = await self._connect(upstream, key, host, tunnel=tunnel)
+                protocol = await self.connect(upstream, key, host, tunnel=tunnel)
             except ssl.SSLError as exc:
                 failures.append(exc)  # something answered there: its TLS is the problem
                 hosts = (host,)
@@ -362,7 +362,7 @@ class UpstreamPool:
         first = self.answered.get(key, LOOPBACK_HOSTS[0])
         return (first, *(h for h in LOOPBACK_HOSTS if h != first))
 
-    async def _connect(
+    async def connect(
         self, upstream: Upstream, key: str, host: str, *, tunnel: bool
     ) -> UpstreamConnection:
         loop = self.state.loop
