@@ -65,6 +65,8 @@ class Exchange:
     """A request and its response. An HTTP/1 connection runs one at a time on one object."""
 
     __slots__ = (
+        "begin_batch",
+        "end_batch",
         "front",
         "head_bytes",
         "request",
@@ -79,6 +81,7 @@ class Exchange:
         "started",
         "state",
         "upstream",
+        "upstream_keep_alive",
     )
 
     def __init__(self, front: Front, state: ServerState) -> None:
@@ -92,6 +95,12 @@ class Exchange:
         self.response_bytes = 0
         self.response_chunked = False
         self.response_keep_alive = False
+        # Whether the upstream's final head let its connection be reused.
+        self.upstream_keep_alive = False
+        # The front's own methods, bound once: the upstream connection calls them around
+        # every piece of a response it reads.
+        self.begin_batch = front.begin_batch
+        self.end_batch = front.end_batch
         self.started = 0.0
         self.request_bytes_sent = 0
         self.head_bytes = b""
@@ -99,24 +108,23 @@ class Exchange:
 
     # -- the request (called by the front) ------------------------------------------------
 
-    def begin(self, head: RequestHead, *, bodiless: bool) -> None:
-        """A new request: its head is here (and with ``bodiless``, its end too)."""
+    def start(self, head: RequestHead, *, bodiless: bool) -> None:
+        """A new request: its head is here (and with ``bodiless``, its end too).
+
+        It is routed to an upstream connection, or answered with a local 404.
+        """
         self.request = head
         self.request_done = bodiless
         self.response_status = 0
         self.response_bytes = 0
         self.request_bytes_sent = 0
         self.retried = False
-        if not self.state.config.quiet:  # the start time only feeds the access log
+        state = self.state
+        if not state.config.quiet:  # the start time only feeds the access log
             self.started = time.perf_counter()
-
-    def forward(self) -> None:
-        """Route the request begun: to an upstream connection, or a local 404."""
-        head = self.request
-        assert head is not None
         front = self.front
         host = head.host.decode("ascii") or (front.sni or "")
-        route, upstream = self.state.router.match(host, head.path.decode("latin-1"))
+        route, upstream = state.router.match(host, head.path.decode("latin-1"))
         if upstream is None:
             self._respond_locally(404, self._no_route_page(host), close=False)
             return
@@ -125,7 +133,8 @@ class Exchange:
         self.head_bytes = forwarding.upstream_request_head(
             head, target.encode("latin-1"), front.client_side(upstream), upstream
         )
-        self._acquire(upstream, fresh=False)
+        if not state.pool.acquire(upstream, self) and front.gate is not None:
+            front.gate.pause(CONNECTING)  # until upstream_ready
 
     def can_send(self) -> bool:
         """Whether request body bytes can go to the upstream now."""
@@ -182,12 +191,6 @@ class Exchange:
             self.front.abort()
 
     # -- the upstream side (called by the pool and the upstream connection) ----------------
-
-    def _acquire(self, upstream: Upstream, *, fresh: bool) -> None:
-        if not self.state.pool.acquire(upstream, self, fresh=fresh):
-            gate = self.front.gate
-            if gate is not None:
-                gate.pause(CONNECTING)
 
     def upstream_ready(self, connection: UpstreamConnection) -> None:
         """The upstream connection is there: send the head and stream the body."""
@@ -248,7 +251,10 @@ class Exchange:
         ):
             # The request never reached the application. Once is enough.
             self.retried = True
-            self._acquire(self.route_upstream, fresh=True)
+            if not self.state.pool.acquire(self.route_upstream, self, fresh=True):
+                gate = front.gate
+                if gate is not None:
+                    gate.pause(CONNECTING)
             return
         if request is None or self.route_upstream is None:
             front.close()
@@ -283,21 +289,17 @@ class Exchange:
     def sender_gate(self) -> ReadGate | None:
         return self.front.gate
 
-    def begin_batch(self) -> None:
-        self.front.begin_batch()
-
-    def end_batch(self) -> None:
-        self.front.end_batch()
-
     def response_head(self, head: ResponseHead) -> None:
         request = self.request
         assert request is not None
-        if forwarding.is_interim(head.status):
+        status = head.status
+        if status < 200 and status != 101:
+            # Another head follows; this one may be passed on (103 Early Hints).
             informational = forwarding.informational_head(request, head)
             if informational is not None:
                 self.front.write(informational)
             return
-        if head.status == 101:
+        if status == 101:
             switching = forwarding.switching_head(request, head)  # 502 when not asked for
             self.response_status = 101
             self.front.write(switching)
@@ -308,6 +310,7 @@ class Exchange:
             self.front.switch_protocols(connection)
             return
         start = forwarding.final_head(request, head, draining=self.state.draining)
+        self.upstream_keep_alive = head.keep_alive
         self.response_status = head.status
         self.response_chunked = start.chunked
         self.response_keep_alive = start.keep_alive
@@ -320,22 +323,15 @@ class Exchange:
         else:
             self.front.write(data)
 
-    def response_end(self, connection: UpstreamConnection, keep_alive: bool) -> None:
+    def response_end(self, connection: UpstreamConnection) -> None:
         if self.response_chunked:
             self.front.write(http1.LAST_CHUNK)
         self.upstream = None
         request_done = self.request_done
-        self.state.pool.release(
-            connection,
-            reusable=forwarding.connection_continues(
-                response_keep_alive=keep_alive, request_done=request_done
-            ),
-        )
-        self._finish(
-            keep_alive=forwarding.connection_continues(
-                response_keep_alive=self.response_keep_alive, request_done=request_done
-            )
-        )
+        self.state.pool.release(connection, reusable=self.upstream_keep_alive and request_done)
+        # A response that ends before the request's body does (an early 413, say): the rest
+        # of that body cannot be told apart from a next request, so the connection ends.
+        self._finish(keep_alive=self.response_keep_alive and request_done)
 
     # -- local answers, the access log -------------------------------------------------------
 

@@ -213,11 +213,6 @@ def sends_continue(request: RequestHead, *, request_done: bool) -> bool:
     return request.expect_continue and not request_done and request.http11
 
 
-def is_interim(status: int) -> bool:
-    """A 1xx after which another head follows (101 is the last head of its connection)."""
-    return status < 200 and status != 101
-
-
 def retry_is_safe(method: bytes, *, nothing_sent: bool, reused: bool, body_bytes_sent: int) -> bool:
     """Whether a request the upstream lost may be sent again on a fresh connection.
 
@@ -237,13 +232,3 @@ def local_keep_alive(
     connection ends, and the answer says so.
     """
     return request.keep_alive and not close and not draining and request_done
-
-
-def connection_continues(*, response_keep_alive: bool, request_done: bool) -> bool:
-    """After a forwarded response: whether the client connection takes a next request.
-
-    A response that ends before the request's body does (an early 413, say): the rest of
-    that body cannot be told apart from a next request, so the connection ends. The same
-    rule decides whether the upstream connection may go back to the pool.
-    """
-    return response_keep_alive and request_done

@@ -94,7 +94,7 @@ class H1Connection(FlowControlled):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._drop_timer()
-        self.state.connections.discard(self)
+        self.state.connection_closed(self)
         if self.tunnel is not None:
             self.tunnel.client_lost()
         else:
@@ -154,12 +154,11 @@ class H1Connection(FlowControlled):
             self._cancel_timer()
         else:
             self._arm_timer(self.state.config.limits.body_timeout)
-        self.exchange.begin(head, bodiless=bodiless)
         if bodiless:
             # A request without a body ends with its head: take the reader's END now.
             end = self.reader.next_event()
             assert end is END
-        self.exchange.forward()
+        self.exchange.start(head, bodiless=bodiless)
 
     # -- what the exchange asks of this connection (exchange.Front) ------------------------
 
@@ -172,8 +171,8 @@ class H1Connection(FlowControlled):
                 tls = (sslobj.version() or "", cipher[0] if cipher else "")
         return ClientSide(self.client_ip, self.sni, self.state.listen_port, tls)
 
-    def send_body(self) -> None:
-        self._advance()
+    # The upstream is there: the body that has come, and what comes next, go to it.
+    send_body = _advance
 
     def exchange_done(self, *, keep_alive: bool) -> None:
         if not keep_alive or self.closed:

@@ -53,6 +53,10 @@ class ServerState:
         self.connections.add(connection)
         return True
 
+    def connection_closed(self, connection: ServedConnection) -> None:
+        """A client connection is gone (called once, from its connection_lost)."""
+        self.connections.discard(connection)
+
 
 def print_line(line: str) -> None:
     sys.stdout.write(line + "\n")

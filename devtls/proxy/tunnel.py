@@ -209,7 +209,7 @@ class TcpConnection(FlowControlled):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.state.connections.discard(self)
+        self.state.connection_closed(self)
         self.tunnel.client_lost()
 
     def peer_gate(self) -> ReadGate | None:

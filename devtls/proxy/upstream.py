@@ -17,7 +17,7 @@ from typing import Protocol
 
 from devtls.config import ServeConfig, Upstream
 from devtls.errors import ProtocolError
-from devtls.proxy import forwarding, http1
+from devtls.proxy import http1
 from devtls.proxy.flow import BACKLOG, FlowControlled, ReadGate, Transport, open_gate
 from devtls.proxy.http1 import END, Data, ResponseHead
 
@@ -77,8 +77,8 @@ class UpstreamUser(Requester, Protocol):
 
     def response_data(self, data: bytes) -> None: ...
 
-    def response_end(self, connection: UpstreamConnection, keep_alive: bool) -> None:
-        """The response is complete; ``keep_alive`` is what the upstream's head said."""
+    def response_end(self, connection: UpstreamConnection) -> None:
+        """The response is complete; the user releases the connection to the pool."""
 
     def response_invalid(self, exc: ProtocolError) -> None:
         """The upstream broke HTTP/1.1; the connection is detached and closed after this."""
@@ -121,7 +121,6 @@ class UpstreamConnection(FlowControlled):
         self.early = b""
         self.upstream_eof = False
         self.closed = False
-        self.keep_alive = False
         self.idle_since = 0.0
         self.last_active = 0.0
         self.timeout_timer: asyncio.TimerHandle | None = None
@@ -190,14 +189,11 @@ class UpstreamConnection(FlowControlled):
                     user.response_data(event.data)
                 elif event is END:
                     self._stop_watch()
-                    head_keep_alive = self.keep_alive
                     self.user = None
-                    user.response_end(self, head_keep_alive)
+                    user.response_end(self)
                     return
                 else:
                     assert isinstance(event, ResponseHead)
-                    if not forwarding.is_interim(event.status):
-                        self.keep_alive = event.keep_alive
                     user.response_head(event)
         except ProtocolError as exc:
             self.user = None

@@ -397,15 +397,6 @@ def test_a_retry_is_safe_only_when_the_request_cannot_have_reached_the_app(
         assert safe == (reused and method in {b"GET", b"HEAD", b"PUT", b"DELETE"})
 
 
-def test_interim_heads_are_the_1xx_other_than_101() -> None:
-    assert [s for s in (100, 101, 102, 103, 199, 200, 204) if forwarding.is_interim(s)] == [
-        100,
-        102,
-        103,
-        199,
-    ]
-
-
 def test_a_request_is_bodiless_without_a_body_or_with_length_zero() -> None:
     assert forwarding.request_is_bodiless(request_head(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"))
     assert forwarding.request_is_bodiless(
@@ -438,9 +429,3 @@ def test_a_local_answer_keeps_the_connection_only_when_nothing_speaks_against_it
         not close and not draining and request_done
     )
     assert not forwarding.local_keep_alive(ending, **flags)
-
-
-def test_a_connection_continues_only_after_a_keep_alive_response_to_a_complete_request() -> None:
-    assert forwarding.connection_continues(response_keep_alive=True, request_done=True)
-    assert not forwarding.connection_continues(response_keep_alive=True, request_done=False)
-    assert not forwarding.connection_continues(response_keep_alive=False, request_done=True)
