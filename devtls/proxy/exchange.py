@@ -49,7 +49,7 @@ class Front(Protocol):
     def send_body(self) -> None:
         """The upstream is there: pass it the request body that has come and is coming."""
 
-    def exchange_done(self, *, keep_alive: bool) -> None:
+    def exchange_done(self, keep_alive: bool) -> None:
         """The response is complete; the connection takes the next request, or ends."""
 
     def switch_protocols(self, connection: UpstreamConnection) -> None:
@@ -108,7 +108,7 @@ class Exchange:
 
     # -- the request (called by the front) ------------------------------------------------
 
-    def start(self, head: RequestHead, *, bodiless: bool) -> None:
+    def start(self, head: RequestHead, bodiless: bool) -> None:
         """A new request: its head is here (and with ``bodiless``, its end too).
 
         It is routed to an upstream connection, or answered with a local 404.
@@ -207,8 +207,11 @@ class Exchange:
         self.upstream = connection
         connection.attach(self, head_request=request.method == b"HEAD")
         transport.write(self.head_bytes)
-        if forwarding.sends_continue(request, request_done=self.request_done):
-            # We asked the upstream for nothing; the client may send its body now.
+        if request.expect_continue and forwarding.sends_continue(
+            request, request_done=self.request_done
+        ):
+            # We asked the upstream for nothing; the client may send its body now. (The
+            # first test spares the call for the requests that expect nothing.)
             front.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         gate = front.gate
         if gate is not None:
@@ -331,17 +334,17 @@ class Exchange:
         self.state.pool.release(connection, reusable=self.upstream_keep_alive and request_done)
         # A response that ends before the request's body does (an early 413, say): the rest
         # of that body cannot be told apart from a next request, so the connection ends.
-        self._finish(keep_alive=self.response_keep_alive and request_done)
+        self._finish(self.response_keep_alive and request_done)
 
     # -- local answers, the access log -------------------------------------------------------
 
-    def _finish(self, *, keep_alive: bool) -> None:
+    def _finish(self, keep_alive: bool) -> None:
         request = self.request
         assert request is not None
         self._log(request)
         self.request = None
         self.route_upstream = None
-        self.front.exchange_done(keep_alive=keep_alive)
+        self.front.exchange_done(keep_alive)
 
     def _respond_locally(self, status: int, body: bytes, *, close: bool) -> None:
         request = self.request
@@ -356,7 +359,7 @@ class Exchange:
                 status, body, close=not keep_alive, head_only=request.method == b"HEAD"
             )
         )
-        self._finish(keep_alive=keep_alive)
+        self._finish(keep_alive)
 
     def _no_route_page(self, host: str) -> bytes:
         lines = [f"devtls: no route for host {host!r}.", "", "Configured routes:"]

@@ -158,7 +158,7 @@ class H1Connection(FlowControlled):
             # A request without a body ends with its head: take the reader's END now.
             end = self.reader.next_event()
             assert end is END
-        self.exchange.start(head, bodiless=bodiless)
+        self.exchange.start(head, bodiless)
 
     # -- what the exchange asks of this connection (exchange.Front) ------------------------
 
@@ -174,7 +174,7 @@ class H1Connection(FlowControlled):
     # The upstream is there: the body that has come, and what comes next, go to it.
     send_body = _advance
 
-    def exchange_done(self, *, keep_alive: bool) -> None:
+    def exchange_done(self, keep_alive: bool) -> None:
         if not keep_alive or self.closed:
             self.close()
             return
