@@ -61,6 +61,53 @@ class Front(Protocol):
         """End the connection at once: the only way to tell of a response cut short."""
 
 
+class _Departed:
+    """The front of an exchange whose client connection is gone: closed, its writes dropped.
+
+    It takes the connection's place when the connection is lost, so that no reference cycle
+    keeps the two alive: both are freed as soon as the last callback (a connect still under
+    way) is done, without waiting for the cycle collector.
+    """
+
+    client_ip = ""
+    sni: str | None = None
+    closed = True
+    gate: ReadGate | None = None
+
+    def client_side(self, upstream: Upstream) -> ClientSide:
+        return ClientSide("", None, 0)
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def write_pieces(self, pieces: list[bytes]) -> None:
+        pass
+
+    def begin_batch(self) -> None:
+        pass
+
+    def end_batch(self) -> None:
+        pass
+
+    def send_body(self) -> None:
+        pass
+
+    def exchange_done(self, keep_alive: bool) -> None:
+        pass
+
+    def switch_protocols(self, connection: UpstreamConnection) -> None:
+        connection.close()
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+DEPARTED: Front = _Departed()
+
+
 class Exchange:
     """A request and its response. An HTTP/1 connection runs one at a time on one object."""
 
@@ -178,6 +225,9 @@ class Exchange:
         upstream, self.upstream = self.upstream, None
         if upstream is not None:
             upstream.detach()
+        self.front = DEPARTED
+        self.begin_batch = DEPARTED.begin_batch
+        self.end_batch = DEPARTED.end_batch
 
     def fail_locally(self) -> None:
         """An unexpected fault while forwarding: a 502 if nothing was answered yet, then close."""

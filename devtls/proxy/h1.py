@@ -97,8 +97,7 @@ class H1Connection(FlowControlled):
         self.state.connection_closed(self)
         if self.tunnel is not None:
             self.tunnel.client_lost()
-        else:
-            self.exchange.client_lost()
+        self.exchange.client_lost()
 
     def peer_gate(self) -> ReadGate | None:
         if self.tunnel is not None:

@@ -36,6 +36,26 @@ class TunnelClient(Protocol):
     def abort(self) -> None: ...
 
 
+class _Departed:
+    """The client side of a tunnel whose client connection is gone (see exchange._Departed)."""
+
+    transport: Transport | None = None
+    gate: ReadGate | None = None
+    closed = True
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+DEPARTED: TunnelClient = _Departed()
+
+
 class Tunnel:
     """Bytes both ways between one client connection and one upstream connection."""
 
@@ -144,6 +164,7 @@ class Tunnel:
         upstream, self.upstream = self.upstream, None
         if upstream is not None:
             upstream.detach()
+        self.client = DEPARTED
 
     def upstream_gate(self) -> ReadGate | None:
         return self.upstream.gate if self.upstream is not None else None

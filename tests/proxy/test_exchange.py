@@ -7,6 +7,8 @@ with the bytes a client and an upstream would send, and reads what devtls wrote 
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import Awaitable, Callable
 
 from devtls.config import Limits, parse_route
@@ -271,3 +273,43 @@ def test_each_exchange_writes_one_access_log_line() -> None:
         assert transport_of(upstream).closing
 
     run(scenario)
+
+
+def test_a_closed_connection_is_freed_without_the_cycle_collector() -> None:
+    """No reference cycle outlives a connection: memory comes back as soon as it closes."""
+
+    async def scenario() -> None:
+        state, _ = make_state()
+        upstream = pooled_upstream(state)
+        gone: list[weakref.ref[object]] = []
+        # One that finished a request, one closed mid-response, one that became a tunnel.
+        for request, response in [
+            (GET, OK),
+            (GET, b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\npart"),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n",
+                b"HTTP/1.1 101 Switching\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n",
+            ),
+        ]:
+            client, _ = client_connection(state)
+            if upstream.closed:
+                upstream = pooled_upstream(state)
+            client.data_received(request)
+            upstream.data_received(response)
+            client.connection_lost(None)
+            gone.append(weakref.ref(client))
+            del client
+        tcp_state, _ = make_state(tcp=True)
+        tcp = TcpConnection(tcp_state)
+        tcp.connection_made(FakeTransport())  # type: ignore[arg-type]
+        await turns()
+        tcp.connection_lost(None)
+        gone.append(weakref.ref(tcp))
+        del tcp
+        assert [ref() for ref in gone] == [None] * len(gone)
+
+    gc.disable()
+    try:
+        run(scenario)
+    finally:
+        gc.enable()
