@@ -37,6 +37,8 @@ _NOT_FORWARDED = HOP_BY_HOP | {
 _NOT_RETURNED = HOP_BY_HOP | {b"content-length"}
 # devtls's own fields: a client cannot send them to the app.
 OWN_PREFIX = b"x-devtls-"
+# Requests a retry may repeat: RFC 9110 9.2.2 idempotent methods.
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,3 +195,40 @@ def _returned_fields(head: ResponseHead) -> Headers:
         for n, v in head.headers
         if (lower := n.lower()) not in _NOT_RETURNED and lower not in tokens
     ]
+
+
+# -- the decisions around an exchange --------------------------------------------------------
+
+
+def request_is_bodiless(head: RequestHead) -> bool:
+    """No body, or "Content-Length: 0": the request's end is known with its head."""
+    return head.body is BodyKind.NONE or (head.body is BodyKind.LENGTH and head.content_length == 0)
+
+
+def sends_continue(request: RequestHead, *, request_done: bool) -> bool:
+    """Whether devtls answers ``Expect: 100-continue`` itself, once the upstream is there.
+
+    The upstream is asked for nothing (Expect is not forwarded); HTTP/1.0 clients get no 1xx.
+    """
+    return request.expect_continue and not request_done and request.http11
+
+
+def retry_is_safe(method: bytes, *, nothing_sent: bool, reused: bool, body_bytes_sent: int) -> bool:
+    """Whether a request the upstream lost may be sent again on a fresh connection.
+
+    Only when it never reached the application: not a byte of it was written, or the pooled
+    connection was closed by the upstream as it was reused (then only an idempotent request
+    is sent again), and no byte of its body has gone out.
+    """
+    return (nothing_sent or (reused and method in IDEMPOTENT)) and body_bytes_sent == 0
+
+
+def local_keep_alive(
+    request: RequestHead, *, close: bool, draining: bool, request_done: bool
+) -> bool:
+    """Whether the client connection stays open after an answer of devtls's own.
+
+    A request whose body is still coming cannot be told apart from the next request: the
+    connection ends, and the answer says so.
+    """
+    return request.keep_alive and not close and not draining and request_done

@@ -20,13 +20,15 @@ from devtls.config import Address, ServeConfig, Upstream
 from devtls.errors import DevtlsError, ProtocolError
 from devtls.proxy import http1
 from devtls.proxy.certs import CertificateSource
-from devtls.proxy.connection import ClientConnection, ServerState, print_line
 from devtls.proxy.demo import start_demo_server
+from devtls.proxy.h1 import H1Connection
 from devtls.proxy.heap import tune_malloc
 from devtls.proxy.pgssl import PostgresNegotiation
 from devtls.proxy.responder import ListenerState, Responder, plain_http, redirect_to_https
 from devtls.proxy.routes import Router
+from devtls.proxy.state import ServerState, print_line
 from devtls.proxy.tls import HandshakeSlots, TLSServerProtocol
+from devtls.proxy.tunnel import TcpConnection
 
 if TYPE_CHECKING:
     from devtls.proxy.acme import AcmeManager
@@ -146,6 +148,11 @@ def prepare_certificates(
     return Certificates(ca, source, acme)
 
 
+def client_protocol(state: ServerState) -> asyncio.Protocol:
+    """What runs behind TLS: the HTTP/1 front, or with --tcp a tunnel from the first byte."""
+    return TcpConnection(state) if state.config.tcp else H1Connection(state)
+
+
 async def start(
     config: ServeConfig,
     *,
@@ -201,7 +208,7 @@ async def start(
         tls = TLSServerProtocol(
             loop,
             certs.default_context,
-            lambda: ClientConnection(state),
+            lambda: client_protocol(state),
             handshake_timeout=config.limits.handshake_timeout,
             plain_http_answer=lambda data: _plain_http_on_tls_port(data, port),
             on_handshake_error=on_handshake_error,
@@ -421,7 +428,7 @@ async def shutdown(running: RunningServer) -> None:
         for connection in list(state.connections):
             connection.close_if_idle()
     for connection in list(state.connections):
-        connection._abort()
+        connection.abort()
     state.pool.close_all()
     if running.acme is not None:
         await running.acme.stop()

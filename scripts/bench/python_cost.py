@@ -21,80 +21,31 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for tests/proxy/fakes.py
+
 from devtls.ca import LocalCA
-from devtls.config import ServeConfig, Upstream
 from devtls.proxy.certs import CertificateSource
-from devtls.proxy.connection import ClientConnection, ServerState, UpstreamConnection
-from devtls.proxy.routes import Router
+from devtls.proxy.h1 import H1Connection
+from devtls.proxy.state import ServerState
 from devtls.proxy.tls import TLSServerProtocol
+from devtls.proxy.upstream import UpstreamConnection
+from tests.proxy.fakes import FakeTransport, client_connection, make_state, pooled_upstream
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: localhost:8443\r\n\r\n"
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 30 Nov 2026 19:00:00 GMT\r\n"
     b"Content-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
 )
-UPSTREAM = Upstream("http", "127.0.0.1", 3000)
-
-
-class FakeTransport:
-    """Keeps what is written; reports a loopback peer."""
-
-    def __init__(self) -> None:
-        self.out: list[bytes] = []
-        self.closing = False
-
-    def write(self, data: bytes) -> None:
-        self.out.append(bytes(data))
-
-    def writelines(self, pieces: list[bytes]) -> None:
-        self.out.extend(pieces)
-
-    def write_eof(self) -> None:
-        pass
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self.closing = True
-
-    def abort(self) -> None:
-        self.closing = True
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 50000) if name == "peername" else default
 
 
 def server_with_pooled_upstream() -> tuple[ServerState, UpstreamConnection]:
-    state = ServerState(
-        config=ServeConfig(upstream=UPSTREAM, quiet=True), router=Router((), UPSTREAM)
-    )
-    upstream = UpstreamConnection(state.pool, str(UPSTREAM))
-    upstream.connection_made(FakeTransport())  # type: ignore[arg-type]
-    state.pool.release(upstream, reusable=True)
-    return state, upstream
+    state, _ = make_state()
+    return state, pooled_upstream(state)
 
 
 async def per_request(rounds: int) -> float:
     state, upstream = server_with_pooled_upstream()
-    client = ClientConnection(state)
-    transport = FakeTransport()
-    client.connection_made(transport)  # type: ignore[arg-type]
+    client, transport = client_connection(state)
     started = time.perf_counter()
     for _ in range(rounds):
         client.data_received(REQUEST)
@@ -124,7 +75,7 @@ async def per_connection(rounds: int, context: ssl.SSLContext, *, forwarder: boo
         if forwarder:
             transport = FakeTransport()
             protocol = TLSServerProtocol(
-                loop, context, lambda: ClientConnection(state), handshake_timeout=10
+                loop, context, lambda: H1Connection(state), handshake_timeout=10
             )
             protocol.connection_made(transport)  # type: ignore[arg-type]
             protocol.data_received(hello)

@@ -368,3 +368,64 @@ def test_draining_closes_after_the_response() -> None:
     start = forwarding.final_head(GET, head, draining=True)
     assert not start.keep_alive
     assert b"Connection: close\r\n" in start.data
+
+
+# -- the decisions around an exchange ---------------------------------------------------------
+
+
+def request_head(data: bytes) -> RequestHead:
+    return parse_request(data)[0]
+
+
+@given(
+    method=st.sampled_from([b"GET", b"HEAD", b"PUT", b"DELETE", b"POST", b"PATCH", b"CONNECT"]),
+    nothing_sent=st.booleans(),
+    reused=st.booleans(),
+    body_bytes_sent=st.integers(min_value=0, max_value=3),
+)
+def test_a_retry_is_safe_only_when_the_request_cannot_have_reached_the_app(
+    method: bytes, nothing_sent: bool, reused: bool, body_bytes_sent: int
+) -> None:
+    safe = forwarding.retry_is_safe(
+        method, nothing_sent=nothing_sent, reused=reused, body_bytes_sent=body_bytes_sent
+    )
+    if body_bytes_sent:
+        assert not safe
+    elif nothing_sent:
+        assert safe
+    else:
+        assert safe == (reused and method in {b"GET", b"HEAD", b"PUT", b"DELETE"})
+
+
+def test_a_request_is_bodiless_without_a_body_or_with_length_zero() -> None:
+    assert forwarding.request_is_bodiless(request_head(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"))
+    assert forwarding.request_is_bodiless(
+        request_head(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+    )
+    assert not forwarding.request_is_bodiless(
+        request_head(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx")
+    )
+    assert not forwarding.request_is_bodiless(
+        request_head(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    )
+
+
+def test_devtls_sends_100_continue_to_http11_clients_whose_body_is_still_to_come() -> None:
+    expecting = b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n"
+    assert forwarding.sends_continue(request_head(expecting + b"x"), request_done=False)
+    assert not forwarding.sends_continue(request_head(expecting + b"x"), request_done=True)
+    old = expecting.replace(b"HTTP/1.1", b"HTTP/1.0")
+    assert not forwarding.sends_continue(request_head(old + b"x"), request_done=False)
+
+
+@given(close=st.booleans(), draining=st.booleans(), request_done=st.booleans())
+def test_a_local_answer_keeps_the_connection_only_when_nothing_speaks_against_it(
+    close: bool, draining: bool, request_done: bool
+) -> None:
+    keep = request_head(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    ending = request_head(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    flags = {"close": close, "draining": draining, "request_done": request_done}
+    assert forwarding.local_keep_alive(keep, **flags) == (
+        not close and not draining and request_done
+    )
+    assert not forwarding.local_keep_alive(ending, **flags)

@@ -1,0 +1,297 @@
+"""The HTTP/1.1 front: one client connection, its requests one after another, on asyncio.
+
+Bytes are moved by callbacks, not coroutines: a request's body goes to the upstream as it
+arrives, a response's body to the client as it arrives, and each side stops reading while
+the other side's send buffer is full. Framing comes from the sans-IO ``http1`` module, the
+work of each request and its response from ``exchange``; after a 101 the connection is a
+``tunnel``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from devtls.config import Upstream
+from devtls.errors import ProtocolError
+from devtls.proxy import forwarding, http1
+from devtls.proxy.certs import SNI_ATTRIBUTE
+from devtls.proxy.exchange import Exchange
+from devtls.proxy.flow import BACKLOG, CONNECTING, FlowControlled, ReadGate, Transport, open_gate
+from devtls.proxy.forwarding import ClientSide
+from devtls.proxy.http1 import END, Data, RequestHead
+from devtls.proxy.state import ServerState
+from devtls.proxy.tunnel import Tunnel
+from devtls.proxy.upstream import UpstreamConnection
+
+# Bytes of pipelined or early request data held while the current exchange runs (reading
+# stops above it; one read more may arrive: see the README's "Memory per connection").
+MAX_CLIENT_BACKLOG = 64 * 1024
+
+
+class H1Connection(FlowControlled):
+    """A client's (decrypted) HTTP/1 connection: requests in, responses out, or a tunnel."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.transport: Transport | None = None
+        limits = state.config.limits
+        self.reader = http1.RequestReader(
+            max_request_line=limits.max_request_line,
+            max_head=limits.max_head_size,
+            max_headers=limits.max_headers,
+        )
+        self.client_ip = ""
+        self.sni: str | None = None
+        self.gate: ReadGate | None = None
+        self.exchange = Exchange(self, state)
+        self.tunnel: Tunnel | None = None
+        self.closed = False
+        self._batch: list[bytes] | None = None
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio callbacks ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        t, self.gate = open_gate(transport)
+        self.transport = t
+        peer = t.get_extra_info("peername")
+        self.client_ip = peer[0] if isinstance(peer, tuple) else "unix"
+        sslobj = t.get_extra_info("ssl_object")
+        if sslobj is not None:
+            self.sni = getattr(sslobj, SNI_ATTRIBUTE, None)
+        if not self.state.admit(self, t):
+            self.closed = True
+            return
+        self._arm_timer(self.state.config.limits.head_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.client_data(data)
+            return
+        exchange = self.exchange
+        if exchange.request is None:
+            if self.reader.at_message_start:
+                # The first bytes of a new request: from now on the head must arrive in time.
+                self._arm_timer(self.state.config.limits.head_timeout)
+        elif not exchange.request_done:
+            # A body is coming: the time allowed is counted from its last bytes, as nginx's
+            # client_body_timeout. Moving the deadline costs no timer operation.
+            self._deadline = self.state.loop.time() + self.state.config.limits.body_timeout
+        self.reader.feed(data)
+        self._advance()
+
+    def eof_received(self) -> bool:
+        if self.tunnel is not None:
+            return self.tunnel.client_eof_received()
+        self.reader.feed_eof()
+        if self.exchange.request is None and self.reader.at_message_start:
+            self.close()
+            return False
+        self._advance()
+        # Keep the connection open to deliver the response to a finished request.
+        return not self.closed
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._drop_timer()
+        self.state.connection_closed(self)
+        if self.tunnel is not None:
+            self.tunnel.client_lost()
+        self.exchange.client_lost()
+
+    def peer_gate(self) -> ReadGate | None:
+        if self.tunnel is not None:
+            return self.tunnel.upstream_gate()
+        return self.exchange.upstream_gate()
+
+    # -- requests ----------------------------------------------------------------------
+
+    def _advance(self) -> None:
+        """Take as many events from the reader as the current state allows."""
+        reader = self.reader
+        exchange = self.exchange
+        while not self.closed:
+            if exchange.request is None:
+                if self.state.draining or (reader.eof and reader.at_message_start):
+                    self.close()
+                    return
+                event = self._next_event()
+                if event is None:
+                    return
+                assert isinstance(event, RequestHead)
+                self._start_exchange(event)
+                continue
+            if exchange.request_done or not exchange.can_send():
+                # Pipelined requests and early body bytes wait, up to a bound.
+                if reader.buffered > MAX_CLIENT_BACKLOG and self.gate is not None:
+                    self.gate.pause(BACKLOG)
+                return
+            event = self._next_event()
+            if event is None:
+                if self.gate is not None and not self.closed:
+                    self.gate.resume(BACKLOG)
+                return
+            if isinstance(event, Data):
+                if not exchange.request_data(event.data):
+                    return
+            elif event is END:
+                if not exchange.request_end():
+                    return
+                self._cancel_timer()
+
+    def _next_event(self) -> RequestHead | Data | http1.EndOfMessage | None:
+        """The reader's next event; a protocol error is answered and ends the connection."""
+        try:
+            return self.reader.next_event()
+        except ProtocolError as exc:
+            self._refuse(exc)
+            return None
+
+    def _start_exchange(self, head: RequestHead) -> None:
+        bodiless = forwarding.request_is_bodiless(head)
+        if bodiless:
+            self._cancel_timer()
+        else:
+            self._arm_timer(self.state.config.limits.body_timeout)
+        if bodiless:
+            # A request without a body ends with its head: take the reader's END now.
+            end = self.reader.next_event()
+            assert end is END
+        self.exchange.start(head, bodiless)
+
+    # -- what the exchange asks of this connection (exchange.Front) ------------------------
+
+    def client_side(self, upstream: Upstream) -> ClientSide:
+        tls = None
+        if upstream.wants_tls_info and self.transport is not None:
+            sslobj = self.transport.get_extra_info("ssl_object")
+            if sslobj is not None:
+                cipher = sslobj.cipher()
+                tls = (sslobj.version() or "", cipher[0] if cipher else "")
+        return ClientSide(self.client_ip, self.sni, self.state.listen_port, tls)
+
+    # The upstream is there: the body that has come, and what comes next, go to it.
+    send_body = _advance
+
+    def exchange_done(self, keep_alive: bool) -> None:
+        if not keep_alive or self.closed:
+            self.close()
+            return
+        self.reader.next_message()
+        if self.gate is not None:
+            # Whatever paused reading for this exchange (a pending connect, a backlog) is
+            # over: the next request must be read, or the client hangs.
+            self.gate.resume(BACKLOG | CONNECTING)
+        self._arm_timer(self.state.config.limits.idle_timeout)
+        self._advance()
+
+    def switch_protocols(self, connection: UpstreamConnection) -> None:
+        self.tunnel = tunnel = Tunnel(self)
+        self._cancel_timer()
+        tunnel.upgrade(connection, self.reader.take_buffered())
+        if self.gate is not None:
+            self.gate.resume(BACKLOG | CONNECTING)
+
+    def write(self, data: bytes) -> None:
+        batch = self._batch
+        if batch is not None:
+            batch.append(data)
+        elif self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def write_pieces(self, pieces: list[bytes]) -> None:
+        batch = self._batch
+        if batch is not None:
+            batch += pieces
+        elif self.transport is not None and not self.closed:
+            self.transport.writelines(pieces)
+
+    def begin_batch(self) -> None:
+        """Hold writes until end_batch: one TLS record and one send for head and body."""
+        self._batch = []
+
+    def end_batch(self) -> None:
+        batch, self._batch = self._batch, None
+        if batch and self.transport is not None and not self.closed:
+            self.transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
+
+    # -- refusals, timers, closing --------------------------------------------------------
+
+    def _refuse(self, exc: ProtocolError) -> None:
+        """Answer a request we cannot parse, then close: its framing cannot be trusted."""
+        exchange = self.exchange
+        if exchange.response_status == 0 or exchange.request is None:
+            self.write(
+                http1.simple_response(exc.status_hint, f"{exc.message}\n".encode(), close=True)
+            )
+        if not self.state.config.quiet:
+            self.state.write_log(
+                f"{self.client_ip} bad request: {exc.message} -> {exc.status_hint}"
+            )
+        self.close()
+
+    # One timer handle per connection, moved lazily: re-arming for every request would
+    # cost a heap push and a cancel each time.
+    def _arm_timer(self, seconds: float) -> None:
+        loop = self.state.loop
+        self._deadline = deadline = loop.time() + seconds
+        timer = self._timer
+        if timer is not None and timer.when() > deadline:
+            timer.cancel()
+            timer = None
+        if timer is None:
+            self._timer = loop.call_at(deadline, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        self._deadline = 0.0
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._deadline == 0.0 or self.closed:
+            return
+        loop = self.state.loop
+        if loop.time() < self._deadline:
+            # Re-armed since: wait for the newer deadline (one timer per connection).
+            self._timer = loop.call_at(self._deadline, self._on_timer)
+            return
+        exchange = self.exchange
+        if exchange.request is None and not self.reader.at_message_start:
+            self.write(http1.simple_response(408, b"request head took too long\n", close=True))
+        elif exchange.request is not None and not exchange.response_status:
+            self.write(http1.simple_response(408, b"request body took too long\n", close=True))
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        if self._batch:
+            self.end_batch()  # what was written before the close still goes out
+        self.closed = True
+        self._drop_timer()
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        self._drop_timer()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _drop_timer(self) -> None:
+        self._deadline = 0.0
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def close_if_idle(self) -> None:
+        """When stopping: a connection between requests, or a tunnel, is closed now.
+
+        Tunnels (WebSockets, --tcp) live as long as their apps; waiting for them would only
+        delay every stop by the drain timeout.
+        """
+        if self.tunnel is not None:
+            self.tunnel.close_upstream()
+            self.close()
+        elif self.exchange.request is None and self.reader.at_message_start:
+            self.close()
