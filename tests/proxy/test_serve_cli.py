@@ -488,6 +488,20 @@ signal_pairs = pytest.mark.parametrize(
 LONG_DRAIN = ("--limit", "drain_timeout=60", "--quiet")
 
 
+@contextlib.contextmanager
+def serving_sleepy(
+    caroot: Path, sleepy_port: int, event_loop: str, workers: int
+) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """devtls serve in front of the sleepy upstream, with all its workers up."""
+    if workers > 1 and sys.platform != "linux":
+        pytest.skip("--workers is Linux only")
+    args = (str(sleepy_port), "--listen", "127.0.0.1:0", "--workers", str(workers), *LONG_DRAIN)
+    with serving(*args, caroot=caroot, env={"DEVTLS_EVENT_LOOP": event_loop}) as (process, lines):
+        if workers > 1:
+            assert wait_for(lambda: len(child_pids(process.pid)) == workers - 1)
+        yield process, lines
+
+
 @loops
 @signal_pairs
 @pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "workers"])
@@ -499,13 +513,7 @@ def test_second_signal_cuts_the_drain_short_and_exits_0(
     second: signal.Signals,
     workers: int,
 ) -> None:
-    if workers > 1 and sys.platform != "linux":
-        pytest.skip("--workers is Linux only")
-    args = (str(sleepy_port), "--listen", "127.0.0.1:0", "--workers", str(workers), *LONG_DRAIN)
-    env = {"DEVTLS_EVENT_LOOP": event_loop}
-    with serving(*args, caroot=session_ca_dir, env=env) as (process, lines):
-        if workers > 1:
-            assert wait_for(lambda: len(child_pids(process.pid)) == workers - 1)
+    with serving_sleepy(session_ca_dir, sleepy_port, event_loop, workers) as (process, lines):
         family = [process.pid, *child_pids(process.pid)]
         request = _started_request(_listen_port(lines), session_ca_dir, 30)
         process.send_signal(first)
@@ -525,13 +533,7 @@ def test_second_signal_cuts_the_drain_short_and_exits_0(
 def test_exits_soon_after_the_last_request_in_flight_ends(
     session_ca_dir: Path, sleepy_port: int, event_loop: str, workers: int
 ) -> None:
-    if workers > 1 and sys.platform != "linux":
-        pytest.skip("--workers is Linux only")
-    args = (str(sleepy_port), "--listen", "127.0.0.1:0", "--workers", str(workers), *LONG_DRAIN)
-    env = {"DEVTLS_EVENT_LOOP": event_loop}
-    with serving(*args, caroot=session_ca_dir, env=env) as (process, lines):
-        if workers > 1:
-            assert wait_for(lambda: len(child_pids(process.pid)) == workers - 1)
+    with serving_sleepy(session_ca_dir, sleepy_port, event_loop, workers) as (process, lines):
         request = _started_request(_listen_port(lines), session_ca_dir, 1.0)
         process.send_signal(signal.SIGTERM)
         assert process.wait(20) == 0
