@@ -28,6 +28,11 @@ _HIDDEN_SEPARATOR = re.compile(rb"%2[Ff]|%5[Cc]|\\")
 # reg-name (RFC 3986 3.2.2) without percent-encoding: every client sends A-labels.
 _REG_NAME = re.compile(rb"[A-Za-z0-9\-._~!$&'()*+,;=]+")
 _PORT = re.compile(rb"[0-9]{1,5}")
+# The Host nearly every request carries (a name, a port up to 65535), checked in one match.
+_COMMON_AUTHORITY = re.compile(
+    rb"[A-Za-z0-9\-._~!$&'()*+,;=]+(?::(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}"
+    rb"|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
+)
 # absolute-form (RFC 9112 3.2.2): the scheme is case-insensitive, the authority ends at the
 # first "/", "?" or "#".
 _ABSOLUTE_FORM = re.compile(rb"[Hh][Tt][Tt][Pp][Ss]?://([^/?#]*)(.*)", re.DOTALL)
@@ -100,6 +105,8 @@ def valid_authority(authority: bytes) -> bool:
         return True
     if len(authority) > MAX_AUTHORITY:
         return False
+    if _COMMON_AUTHORITY.fullmatch(authority):
+        return True
     if authority[:1] == b"[":
         end = authority.find(b"]")
         if end < 0:

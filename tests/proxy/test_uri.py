@@ -141,3 +141,20 @@ def test_invalid_authorities(authority: bytes) -> None:
 )
 def test_host_names_are_compared_as_dns_does(host: bytes, seen: bytes) -> None:
     assert parse_target(b"GET", b"/", host, True)[0] == seen
+
+
+def reference_authority(authority: bytes) -> bool:
+    """RFC 3986 host[:port] as devtls reads Host, written the slow way."""
+    if authority.startswith(b"["):
+        return valid_authority(authority)  # IPv6 literals have one path only
+    host, colon, port = authority.partition(b":")
+    if colon and port and not (port.isdigit() and len(port) <= 5 and int(port) <= 65535):
+        return False
+    allowed = set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=")
+    return not authority or (bool(host) and all(c in allowed for c in host))
+
+
+@given(st.binary(max_size=12) | st.from_regex(rb"\A[a-z0-9.]{1,6}:[0-9]{1,6}\Z"))
+@settings(max_examples=1000, deadline=None)
+def test_the_common_host_fast_path_agrees_with_the_rule(authority: bytes) -> None:
+    assert valid_authority(authority) == reference_authority(authority)
