@@ -88,7 +88,7 @@ def _same_name(authority: bytes) -> bytes:
     """Lower case, and one final dot dropped (``App.Test.:8443`` is ``app.test:8443``): the
     same name to DNS (RFC 4343, RFC 1034 3.1), as it is to the SNI check and to nginx."""
     authority = authority.lower()
-    if authority[:1] == b"[":
+    if (authority[-1:] != b"." and b".:" not in authority) or authority[:1] == b"[":
         return authority
     name, colon, port = authority.partition(b":")
     if name.endswith(b".") and len(name) > 1:
