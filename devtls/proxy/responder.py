@@ -169,6 +169,16 @@ class Responder(asyncio.Protocol):
         self.close()
         return False
 
+    # A client that sends requests but reads no answers stops being read: the answers wait
+    # in the transport's buffer, bounded by its write high-water mark.
+    def pause_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
     def close(self) -> None:
         self.done = True
         self._cancel_timer()

@@ -110,3 +110,31 @@ def test_the_websocket_switch_takes_early_bytes(demo: tuple[int, ListenerState])
             assert chunk, data
             data += chunk
     assert data.startswith(b"HTTP/1.1 101 ")
+
+
+def test_a_client_that_reads_no_answers_stops_being_read(
+    loop_thread: LoopThread, demo: tuple[int, ListenerState]
+) -> None:
+    port, state = demo
+    request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        sent = 0
+        deadline = time.monotonic() + 10
+        # Pipelined requests, never an answer read: the demo stops reading, so sending stalls.
+        while time.monotonic() < deadline and sent < 64 * 1024 * 1024:
+            try:
+                sent += sock.send(request * 256)
+            except BlockingIOError:
+                break
+        assert sent < 64 * 1024 * 1024
+
+        async def buffered() -> int:
+            [connection] = state.connections
+            assert connection.transport is not None
+            return connection.transport.get_write_buffer_size()
+
+        # What waits for the client is bounded (asyncio's default high-water mark is 64 KiB;
+        # one batch of answers may land on top of it).
+        assert loop_thread.run(buffered()) < 8 * 1024 * 1024
