@@ -21,6 +21,7 @@ WRITE_LOW_WATER = 16 * 1024
 PEER_FULL = 1  # the other side's send buffer is full
 BACKLOG = 2  # bytes wait that cannot be passed on yet
 CONNECTING = 4  # the upstream connection is being opened
+ANSWERS_WAIT = 8  # answers to this side wait unread in its own send buffer
 
 
 class Readable(Protocol):

@@ -16,7 +16,15 @@ from devtls.errors import ProtocolError
 from devtls.proxy import forwarding, http1
 from devtls.proxy.certs import SNI_ATTRIBUTE
 from devtls.proxy.exchange import Exchange
-from devtls.proxy.flow import BACKLOG, CONNECTING, FlowControlled, ReadGate, Transport, open_gate
+from devtls.proxy.flow import (
+    ANSWERS_WAIT,
+    BACKLOG,
+    CONNECTING,
+    FlowControlled,
+    ReadGate,
+    Transport,
+    open_gate,
+)
 from devtls.proxy.forwarding import ClientSide
 from devtls.proxy.http1 import END, Data, RequestHead
 from devtls.proxy.state import ServerState
@@ -44,6 +52,7 @@ class H1Connection(FlowControlled):
         self.sni: str | None = None
         self.gate: ReadGate | None = None
         self.exchange = Exchange(self, state)
+        self.advancing = False
         self.tunnel: Tunnel | None = None
         self.closed = False
         self._batch: list[bytes] | None = None
@@ -100,6 +109,19 @@ class H1Connection(FlowControlled):
             self.tunnel.client_lost()
         self.exchange.client_lost()
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.tunnel is None and self.gate is not None:
+            # A client that reads no answers gets no more requests read: pipelined requests
+            # answered by devtls itself (404, 502) would otherwise fill memory without end. A
+            # tunnel keeps its two directions apart (a client may write before it reads).
+            self.gate.pause(ANSWERS_WAIT)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.gate is not None:
+            self.gate.resume(ANSWERS_WAIT)
+
     def peer_gate(self) -> ReadGate | None:
         if self.tunnel is not None:
             return self.tunnel.upstream_gate()
@@ -109,6 +131,18 @@ class H1Connection(FlowControlled):
 
     def _advance(self) -> None:
         """Take as many events from the reader as the current state allows."""
+        if self.advancing:
+            # Called back from inside the loop below (a request answered at once, by devtls
+            # or a pooled upstream): the loop goes on with the next request itself. Recursing
+            # instead let a pipelined flood of 404s reach the recursion limit.
+            return
+        self.advancing = True
+        try:
+            self._advance_loop()
+        finally:
+            self.advancing = False
+
+    def _advance_loop(self) -> None:
         reader = self.reader
         exchange = self.exchange
         while not self.closed:

@@ -337,3 +337,48 @@ def test_a_raw_upstream_sees_one_request_per_request(harness: Harness) -> None:
         assert answer.count(b"HTTP/1.1 200 OK") == 3
         assert [s.target for s in upstream.seen] == [b"/1", b"/2", b"/3"]
         assert isinstance(upstream, RawUpstream)
+
+
+@pytest.mark.parametrize("answer", ["404", "502"])
+def test_a_client_that_reads_no_local_answers_stops_being_read(
+    harness: Harness, answer: str
+) -> None:
+    if answer == "404":
+        proxy = harness.start_proxy(routes=("only.test=1",))
+        request = get(host="other.test")
+    else:
+        proxy = harness.start_proxy(str(dead_port()))
+        request = get()
+    with tls_connection(harness, proxy.port) as tls:
+        tls.settimeout(0.5)
+        sent = 0
+        deadline = time.monotonic() + 10
+        # Pipelined requests, never an answer read: devtls stops reading, so sending stalls.
+        while time.monotonic() < deadline and sent < 64 * 1024 * 1024:
+            try:
+                tls.sendall(request * 64)
+            except (TimeoutError, ssl.SSLError, OSError):
+                break
+            sent += len(request) * 64
+        assert sent < 64 * 1024 * 1024
+
+        async def buffered() -> int:
+            [connection] = proxy.state.connections
+            transport = connection.transport  # type: ignore[attr-defined]
+            assert transport is not None
+            return transport.get_write_buffer_size()
+
+        assert harness.loop.run(buffered()) < 8 * 1024 * 1024
+
+
+def test_thousands_of_pipelined_local_answers_all_come(harness: Harness) -> None:
+    # Each answer used to start the next request one call deeper: about 230 pipelined
+    # 404s reached the recursion limit and the connection died without a word.
+    proxy = harness.start_proxy(routes=("only.test=1",))
+    count = 3000
+    answer = exchange(
+        harness,
+        proxy.port,
+        get(host="other.test") * count + get(host="other.test", extra=b"Connection: close\r\n"),
+    )
+    assert answer.count(b"HTTP/1.1 404 ") == count + 1
