@@ -52,20 +52,6 @@ class ClientSide:
     tls: tuple[str, str] | None = None
 
 
-def client_field_passes(lower_name: bytes, tokens: frozenset[bytes]) -> bool:
-    """Whether a client's header field goes upstream as it is.
-
-    Names with ``_`` are dropped as nginx's ``underscores_in_headers off`` does: CGI and WSGI
-    servers read ``X_Forwarded_Proto`` as ``X-Forwarded-Proto``, which devtls asserts.
-    """
-    return (
-        lower_name not in _NOT_FORWARDED
-        and lower_name not in tokens
-        and b"_" not in lower_name
-        and not lower_name.startswith(OWN_PREFIX)
-    )
-
-
 def request_host(head: RequestHead, client: ClientSide, upstream: Upstream) -> bytes:
     """The Host sent upstream: the parsed one, else the SNI name, else the upstream's own.
 
@@ -99,12 +85,14 @@ def upstream_request_head(
     for name, value in head.headers:
         lower = name.lower()
         if lower in tokens:
-            continue
+            continue  # hop-by-hop: named in Connection
         if lower == b"x-forwarded-for":
             forwarded_for = forwarded_for + b", " + value if forwarded_for else value
         elif lower == b"forwarded":
             forwarded = forwarded + b", " + value if forwarded else value
-        elif client_field_passes(lower, tokens):
+        # Names with "_" are dropped as nginx's underscores_in_headers off does: CGI and WSGI
+        # servers read X_Forwarded_Proto as X-Forwarded-Proto, which devtls asserts.
+        elif lower not in _NOT_FORWARDED and b"_" not in lower and not lower.startswith(OWN_PREFIX):
             headers.append((name, value))
     ip = client.ip.encode("ascii")
     node = b'"[%s]"' % ip if b":" in ip else ip

@@ -145,10 +145,6 @@ class _Reader:
         return len(self._buffer)
 
     @property
-    def message_done(self) -> bool:
-        return self._state is _State.DONE
-
-    @property
     def eof(self) -> bool:
         return self._eof
 
