@@ -99,6 +99,9 @@ class Limits:
     head_timeout: float = 30.0
     # The longest pause while a request body arrives (nginx's client_body_timeout).
     body_timeout: float = 60.0
+    # HTTP/2: the longest wait for a client's window to take a stream's response (nginx's
+    # send_timeout); the stream is reset after it.
+    send_timeout: float = 60.0
     # nginx's keepalive_timeout default.
     idle_timeout: float = 75.0
     upstream_connect_timeout: float = 10.0
@@ -155,12 +158,26 @@ class ServeConfig:
     cert_file: Path | None = None
     key_file: Path | None = None
     tcp: bool = BY_FIELD["tcp"].default
-    # ALPN protocols offered in --tcp mode (none unless given); HTTP mode offers http/1.1.
+    # ALPN protocols offered in --tcp mode (none unless given).
     alpn: tuple[str, ...] = ()
+    # HTTP mode offers h2 and http/1.1, or with --http1-only (http2 = false) http/1.1 alone.
+    http2: bool = not BY_FIELD["http1_only"].default
     quiet: bool = BY_FIELD["quiet"].default
     limits: Limits = field(default_factory=Limits)
     acme: AcmeSettings | None = None
     workers: int = BY_FIELD["workers"].default
+
+    @property
+    def offered_alpn(self) -> tuple[str, ...]:
+        """The ALPN protocols the TLS port offers, in the server's order of preference.
+
+        A protocol offered in --tcp mode is a promise about the upstream (h2 for a gRPC
+        server): a client told h2 by us in front of an HTTP/1.1 server gets nothing it can
+        read, so --tcp offers only what --alpn says.
+        """
+        if self.tcp:
+            return self.alpn
+        return ("h2", "http/1.1") if self.http2 else ("http/1.1",)
 
     @property
     def demo(self) -> bool:
@@ -385,6 +402,8 @@ def resolve_settings(
                         f"{config_file}: {where}{setting.toml} has the wrong type "
                         f"({type(value).__name__})"
                     )
+                if setting.negated_in_file:
+                    value = not value
         values[setting.field] = setting.default if value is None else value
     return values
 
@@ -419,7 +438,8 @@ def build_config(options: ServeOptions, cwd: Path | None = None) -> ServeConfig:
     _check_workers(workers)
     if alpn is not None and not tcp:
         raise ConfigError(
-            "--alpn applies only with --tcp", "HTTP mode offers http/1.1; add --tcp or drop --alpn"
+            "--alpn applies only with --tcp",
+            "HTTP mode offers h2 and http/1.1; add --tcp or drop --alpn",
         )
     upstream, redirect = values["upstream"], values["redirect_http"]
     config = ServeConfig(
@@ -432,6 +452,7 @@ def build_config(options: ServeOptions, cwd: Path | None = None) -> ServeConfig:
         key_file=Path(key) if key is not None else None,
         tcp=bool(tcp),
         alpn=parse_alpn(alpn) if alpn is not None else (),
+        http2=not values["http1_only"],
         quiet=bool(values["quiet"]),
         limits=replace(Limits(), **limit_values),  # type: ignore[arg-type] # checked in Limits
         workers=workers,

@@ -47,6 +47,8 @@ class Setting:
     default_text: str | None = None
     # Other types a file value may have (``upstream = 3000``, ``alpn = ["h2"]``).
     also: tuple[type, ...] = ()
+    # The file states the opposite of the flag (``--http1-only`` is ``http2 = false``).
+    negated_in_file: bool = False
 
     @property
     def toml_types(self) -> tuple[type, ...]:
@@ -128,6 +130,15 @@ SETTINGS: tuple[Setting, ...] = (
         toml="alpn",
         default_text="none",
         also=(list,),
+    ),
+    Setting(
+        "http1_only",
+        "Do not offer HTTP/2 (ALPN h2) to clients.",
+        "--http1-only",
+        kind="switch",
+        toml="http2",
+        negated_in_file=True,
+        default=False,
     ),
     Setting(
         "config_file",

@@ -123,8 +123,11 @@ class AcmeManager:
         *,
         verify: str | bool = True,
         write_log: Callable[[str], None] = print,
+        alpn: tuple[str, ...] = ("http/1.1",),
     ) -> None:
         self.settings = settings
+        # What the TLS port offers with the certificates ordered (ServeConfig.offered_alpn).
+        self.alpn = alpn
         self.verify = verify
         self.write_log = write_log
         self.contexts: dict[str, ssl.SSLContext] = {}
@@ -299,7 +302,8 @@ class AcmeManager:
     def _install(self, host: str, chain: bytes, key: bytes) -> None:
         leaf = x509.load_pem_x509_certificates(chain)[0]
         context = server_context_from_pem(chain, key)
-        context.set_alpn_protocols(["http/1.1"])
+        if self.alpn:
+            context.set_alpn_protocols(list(self.alpn))
         self.contexts[host.lower()] = context
         self.lifetimes[host] = (leaf.not_valid_before_utc, leaf.not_valid_after_utc)
 

@@ -29,16 +29,10 @@ SNI_ATTRIBUTE = "devtls_sni"
 DEFAULT_MINT_PER_MINUTE = 60
 
 
-def set_alpn(context: ssl.SSLContext, tcp: bool, alpn: tuple[str, ...] = ()) -> None:
-    """HTTP mode offers http/1.1; --tcp offers what --alpn says, and nothing without it.
-
-    A protocol offered in --tcp mode is a promise about the upstream (h2 for a gRPC server):
-    a client told h2 by us, in front of an HTTP/1.1 server, gets nothing it can read.
-    """
-    if not tcp:
-        context.set_alpn_protocols(["http/1.1"])
-    elif alpn:
-        context.set_alpn_protocols(list(alpn))
+def set_alpn(context: ssl.SSLContext, protocols: tuple[str, ...]) -> None:
+    """Offer ``protocols`` (``ServeConfig.offered_alpn``); nothing at all when empty."""
+    if protocols:
+        context.set_alpn_protocols(list(protocols))
 
 
 class AcmeContexts(Protocol):
@@ -95,8 +89,7 @@ class CertificateSource:
         ca: LocalCA | None,
         cert_file: Path | None = None,
         key_file: Path | None = None,
-        tcp: bool = False,
-        alpn: tuple[str, ...] = (),
+        alpn: tuple[str, ...] = ("http/1.1",),
         acme: AcmeContexts | None = None,
         mint_per_minute: int = DEFAULT_MINT_PER_MINUTE,
         write_log: Callable[[str], None] | None = None,
@@ -107,7 +100,6 @@ class CertificateSource:
         # Which names may get a minted certificate: none until the server, once it knows its
         # routes, says which.
         self.may_mint: Callable[[str], bool] = lambda _name: False
-        self._tcp = tcp
         self._alpn = alpn
         self._write_log = write_log
         self._budget = MintBudget(mint_per_minute, clock)
@@ -126,7 +118,7 @@ class CertificateSource:
             self.covered = tuple(str(n).lower() for n in self.leaf.names)
         self._exact = {p for p in self.covered if p and not p.startswith("*.")}
         self._wildcards = {p[2:] for p in self.covered if p.startswith("*.")}
-        set_alpn(self.default_context, tcp, alpn)
+        set_alpn(self.default_context, alpn)
 
     def choose(
         self, hello: ClientHello
@@ -189,7 +181,7 @@ class CertificateSource:
     def _mint(self, name: Name) -> ssl.SSLContext:
         assert self._ca is not None
         context = issue_leaf(self._ca, [name], key_type="ecdsa").server_context()
-        set_alpn(context, self._tcp, self._alpn)
+        set_alpn(context, self._alpn)
         return context
 
     def _minted_done(self, server_name: str, future: asyncio.Future[ssl.SSLContext | None]) -> None:

@@ -37,6 +37,7 @@ _PAGE = """<!doctype html>
 If you had to click through a warning, run <code>devtls install</code> and restart the browser.</p>
 <table>
 <tr><td>Host</td><td><code>{host}</code></td></tr>
+<tr><td>HTTP version</td><td><code id="http">{http}</code></td></tr>
 <tr><td>TLS version</td><td><code>{version}</code></td></tr>
 <tr><td>Cipher</td><td><code>{cipher}</code></td></tr>
 <tr><td>Your address</td><td><code>{client}</code></td></tr>
@@ -87,6 +88,7 @@ def answer(head: RequestHead) -> Reply:
     if path in (b"/", b"/index.html") and head.method in (b"GET", b"HEAD"):
         page = _PAGE.format(
             host=_text(head.host),
+            http=_text(headers.get(b"x-devtls-http-version", b"?")),
             version=_text(headers.get(b"x-devtls-tls-version", b"?")),
             cipher=_text(headers.get(b"x-devtls-tls-cipher", b"?")),
             client=_text(headers.get(b"x-forwarded-for", b"?")),

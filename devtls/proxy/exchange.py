@@ -17,7 +17,7 @@ from devtls.errors import ProtocolError
 from devtls.proxy import forwarding, http1
 from devtls.proxy.flow import CONNECTING, ReadGate
 from devtls.proxy.forwarding import ClientSide
-from devtls.proxy.http1 import BodyKind, RequestHead, ResponseHead
+from devtls.proxy.http1 import BodyKind, Headers, RequestHead, ResponseHead
 from devtls.proxy.routes import upstream_target
 from devtls.proxy.state import ServerState
 from devtls.proxy.upstream import UpstreamConnection, describe_upstream_failure
@@ -203,8 +203,12 @@ class Exchange:
             transport.write(data)
         return True
 
-    def request_end(self) -> bool:
-        """The request body is complete; False when the upstream is going away."""
+    def request_end(self, trailers: Headers | None = None) -> bool:
+        """The request body is complete; False when the upstream is going away.
+
+        ``trailers`` go on when the body is chunked (a Content-Length body has no place for
+        them).
+        """
         upstream = self.upstream
         assert upstream is not None
         assert self.request is not None
@@ -212,7 +216,8 @@ class Exchange:
         if transport is None or transport.is_closing():
             return False
         if self.request.body is BodyKind.CHUNKED:
-            transport.write(http1.LAST_CHUNK)
+            passed = forwarding.trailer_fields(trailers, to_upstream=True) if trailers else []
+            transport.write(http1.last_chunk(passed))
         self.request_done = True
         return True
 
@@ -262,7 +267,7 @@ class Exchange:
         ):
             # We asked the upstream for nothing; the client may send its body now. (The
             # first test spares the call for the requests that expect nothing.)
-            front.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self._send_continue()
         gate = front.gate
         if gate is not None:
             gate.resume(CONNECTING)
@@ -348,26 +353,20 @@ class Exchange:
         status = head.status
         if status < 200 and status != 101:
             # Another head follows; this one may be passed on (103 Early Hints).
-            informational = forwarding.informational_head(request, head)
-            if informational is not None:
-                self.front.write(informational)
+            self._pass_informational(request, head)
             return
         if status == 101:
-            switching = forwarding.switching_head(request, head)  # 502 when not asked for
+            self._pass_switch(request, head)  # 502 when not asked for
             self.response_status = 101
-            self.front.write(switching)
             connection, self.upstream = self.upstream, None
             assert connection is not None
             self._log(request)
             self.request = None
             self.front.switch_protocols(connection)
             return
-        start = forwarding.final_head(request, head, draining=self.state.draining)
         self.upstream_keep_alive = head.keep_alive
-        self.response_status = head.status
-        self.response_chunked = start.chunked
-        self.response_keep_alive = start.keep_alive
-        self.front.write(start.data)
+        self._pass_final(request, head)
+        self.response_status = status
 
     def response_data(self, data: bytes) -> None:
         self.response_bytes += len(data)
@@ -378,13 +377,34 @@ class Exchange:
 
     def response_end(self, connection: UpstreamConnection) -> None:
         if self.response_chunked:
-            self.front.write(http1.LAST_CHUNK)
+            trailers = connection.reader.trailers
+            passed = forwarding.trailer_fields(trailers, to_upstream=False) if trailers else []
+            self.front.write(http1.last_chunk(passed))
         self.upstream = None
         request_done = self.request_done
         self.state.pool.release(connection, reusable=self.upstream_keep_alive and request_done)
         # A response that ends before the request's body does (an early 413, say): the rest
         # of that body cannot be told apart from a next request, so the connection ends.
         self._finish(self.response_keep_alive and request_done)
+
+    # -- what goes to the client: HTTP/1 here, HTTP/2 frames in h2.StreamExchange ----------
+
+    def _send_continue(self) -> None:
+        self.front.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _pass_informational(self, request: RequestHead, head: ResponseHead) -> None:
+        informational = forwarding.informational_head(request, head)
+        if informational is not None:
+            self.front.write(informational)
+
+    def _pass_switch(self, request: RequestHead, head: ResponseHead) -> None:
+        self.front.write(forwarding.switching_head(request, head))
+
+    def _pass_final(self, request: RequestHead, head: ResponseHead) -> None:
+        start = forwarding.final_head(request, head, draining=self.state.draining)
+        self.response_chunked = start.chunked
+        self.response_keep_alive = start.keep_alive
+        self.front.write(start.data)
 
     # -- local answers, the access log -------------------------------------------------------
 

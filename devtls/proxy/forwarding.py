@@ -50,6 +50,8 @@ class ClientSide:
     listen_port: int
     # (TLS version, cipher) for an upstream that asked for them (the demo).
     tls: tuple[str, str] | None = None
+    # The client's HTTP version, told to that upstream too.
+    protocol: bytes = b"HTTP/1.1"
 
 
 def request_host(head: RequestHead, client: ClientSide, upstream: Upstream) -> bytes:
@@ -115,6 +117,7 @@ def upstream_request_head(
         headers += [
             (b"X-Devtls-Tls-Version", version.encode("ascii")),
             (b"X-Devtls-Tls-Cipher", cipher.encode("ascii")),
+            (b"X-Devtls-Http-Version", client.protocol),
         ]
     return encode_head(b"%s %s HTTP/1.1" % (head.method, target), headers)
 
@@ -135,7 +138,7 @@ def informational_head(request: RequestHead, head: ResponseHead) -> bytes | None
     """
     if not request.http11 or head.status == 100:
         return None
-    return encode_head(_status_line(head), _returned_fields(head))
+    return encode_head(_status_line(head), returned_fields(head))
 
 
 def switching_head(request: RequestHead, head: ResponseHead) -> bytes:
@@ -143,13 +146,13 @@ def switching_head(request: RequestHead, head: ResponseHead) -> bytes:
     if request.upgrade is None:
         raise ProtocolError("upstream switched protocols without being asked", 502)
     upgrade = next((v for n, v in head.headers if n.lower() == b"upgrade"), request.upgrade)
-    headers = [*_returned_fields(head), (b"Connection", b"Upgrade"), (b"Upgrade", upgrade)]
+    headers = [*returned_fields(head), (b"Connection", b"Upgrade"), (b"Upgrade", upgrade)]
     return encode_head(_status_line(head), headers)
 
 
 def final_head(request: RequestHead, head: ResponseHead, *, draining: bool) -> ResponseStart:
     """A final (2xx-5xx) response head for the client, reframed for the client's version."""
-    headers = _returned_fields(head)
+    headers = returned_fields(head)
     keep_alive = request.keep_alive and not draining
     chunked = False
     if head.body is BodyKind.LENGTH:
@@ -176,13 +179,32 @@ def _status_line(head: ResponseHead) -> bytes:
     return b"HTTP/1.1 %d %s" % (head.status, head.reason)
 
 
-def _returned_fields(head: ResponseHead) -> Headers:
+def returned_fields(head: ResponseHead) -> Headers:
+    """The upstream's response fields that go on: not hop-by-hop, not its framing."""
     tokens = head.connection_tokens
     return [
         (n, v)
         for n, v in head.headers
         if (lower := n.lower()) not in _NOT_RETURNED and lower not in tokens
     ]
+
+
+# Fields that cannot be trailers (RFC 9110 6.5.1): framing, routing and the hop's own; they
+# are dropped, whichever way the trailers go.
+_NOT_TRAILERS = HOP_BY_HOP | {b"content-length", b"host", b"trailer"}
+
+
+def trailer_fields(trailers: Headers, *, to_upstream: bool) -> Headers:
+    """The trailer fields that may go on; towards the upstream, the request rules apply too."""
+    passed = []
+    for name, value in trailers:
+        lower = name.lower()
+        if lower in _NOT_TRAILERS or lower[:1] == b":":
+            continue
+        if to_upstream and (b"_" in lower or lower.startswith(OWN_PREFIX)):
+            continue
+        passed.append((name, value))
+    return passed
 
 
 # -- the decisions around an exchange --------------------------------------------------------

@@ -170,7 +170,7 @@ class H1Connection(FlowControlled):
                 if not exchange.request_data(event.data):
                     return
             elif event is END:
-                if not exchange.request_end():
+                if not exchange.request_end(reader.trailers):
                     return
                 self._cancel_timer()
 

@@ -139,6 +139,8 @@ class _Reader:
         self._remaining = 0
         self._max_head = max_head
         self._eof = False
+        # The trailer fields of the last chunked body, once its EndOfMessage is out.
+        self.trailers: Headers = []
 
     @property
     def buffered(self) -> int:
@@ -169,6 +171,7 @@ class _Reader:
         if self._state is not _State.DONE:
             raise RuntimeError("the current message is not finished")
         self._state = _State.HEAD
+        self.trailers = []
 
     def _take_head(self, limit_status: int, line_limit: int | None = None) -> bytes | None:
         """The next head without its closing empty line (each line still ends in LF)."""
@@ -252,7 +255,6 @@ class _Reader:
                     raise ProtocolError("connection closed inside a chunked body", 400)
                 return None
             if state is _State.TRAILERS:
-                # Trailer fields are read, checked and dropped, as most proxies do.
                 if buffer[:2] == b"\r\n" or buffer[:1] == b"\n":
                     del buffer[: 2 if buffer[:1] == b"\r" else 1]
                     self._state = _State.DONE
@@ -261,7 +263,8 @@ class _Reader:
                     if self._eof:
                         raise ProtocolError("connection closed inside a chunked body", 400)
                     return None
-                _parse_fields(trailers, MAX_HEADER_COUNT, 400)
+                # Checked as head fields are; which of them may go on is forwarding's call.
+                self.trailers = _parse_fields(trailers, MAX_HEADER_COUNT, 400)
                 self._state = _State.DONE
                 return END
             return None
@@ -378,6 +381,7 @@ class ResponseReader(_Reader):
         """Get ready for the response to a request (HEAD responses carry no body)."""
         self._head_request = head_request
         self._state = _State.HEAD
+        self.trailers = []
 
     def next_event(self) -> ResponseHead | Data | EndOfMessage | None:
         try:
@@ -628,6 +632,14 @@ def chunk(data: bytes) -> list[bytes]:
 
 
 LAST_CHUNK = b"0\r\n\r\n"
+
+
+def last_chunk(trailers: Headers) -> bytes:
+    """The end of a chunked body, with its trailer section (fields checked by the caller)."""
+    if not trailers:
+        return LAST_CHUNK
+    return encode_head(b"0", trailers)
+
 
 REASONS = {
     100: "Continue",

@@ -22,6 +22,7 @@ from devtls.proxy import http1
 from devtls.proxy.certs import CertificateSource
 from devtls.proxy.demo import start_demo_server
 from devtls.proxy.h1 import H1Connection
+from devtls.proxy.h2 import H2Connection
 from devtls.proxy.heap import tune_malloc
 from devtls.proxy.pgssl import PostgresNegotiation
 from devtls.proxy.responder import ListenerState, Responder, plain_http, redirect_to_https
@@ -139,8 +140,7 @@ def prepare_certificates(
         ca=ca,
         cert_file=config.cert_file,
         key_file=config.key_file,
-        tcp=config.tcp,
-        alpn=config.alpn,
+        alpn=config.offered_alpn,
         acme=acme,
         mint_per_minute=config.limits.mint_per_minute,
         write_log=write_log,
@@ -148,9 +148,13 @@ def prepare_certificates(
     return Certificates(ca, source, acme)
 
 
-def client_protocol(state: ServerState) -> asyncio.Protocol:
-    """What runs behind TLS: the HTTP/1 front, or with --tcp a tunnel from the first byte."""
-    return TcpConnection(state) if state.config.tcp else H1Connection(state)
+def client_protocol(state: ServerState, alpn: str | None) -> asyncio.Protocol:
+    """What runs behind TLS: HTTP/2 or HTTP/1 as ALPN chose, or with --tcp a tunnel."""
+    if state.config.tcp:
+        return TcpConnection(state)
+    if alpn == "h2":
+        return H2Connection(state)
+    return H1Connection(state)
 
 
 async def start(
@@ -208,7 +212,7 @@ async def start(
         tls = TLSServerProtocol(
             loop,
             certs.default_context,
-            lambda: client_protocol(state),
+            lambda alpn: client_protocol(state, alpn),
             handshake_timeout=config.limits.handshake_timeout,
             plain_http_answer=lambda data: _plain_http_on_tls_port(data, port),
             on_handshake_error=on_handshake_error,
@@ -276,7 +280,7 @@ def _acme_manager(
     from devtls.trust import write_bundle
 
     verify: str | bool = str(write_bundle(ca)) if ca is not None else True
-    return AcmeManager(config.acme, verify=verify, write_log=write_log)
+    return AcmeManager(config.acme, verify=verify, write_log=write_log, alpn=config.offered_alpn)
 
 
 async def _listen(

@@ -45,12 +45,19 @@ class ServerState:
         self.pool = UpstreamPool(self)
         self.heap = HeapTrimmer(self.loop)
 
-    def admit(self, connection: ServedConnection, transport: Transport) -> bool:
-        """Count a new client connection in, or refuse it (over the limit, or stopping)."""
+    def admit(
+        self,
+        connection: ServedConnection,
+        transport: Transport,
+        refusal: Callable[[], bytes] | None = None,
+    ) -> bool:
+        """Count a new client connection in, or refuse it (over the limit, or stopping).
+
+        ``refusal`` makes what a refused client is told in its protocol (an HTTP/1.1 503
+        unless given).
+        """
         if len(self.connections) >= self.config.limits.max_connections or self.draining:
-            transport.write(
-                http1.simple_response(503, b"devtls: too many connections, try again\n", close=True)
-            )
+            transport.write(refusal() if refusal is not None else _TOO_MANY)
             transport.close()
             return False
         self.connections.add(connection)
@@ -62,6 +69,9 @@ class ServerState:
         if connection in connections:
             connections.discard(connection)
             self.heap.closed(len(connections))
+
+
+_TOO_MANY = http1.simple_response(503, b"devtls: too many connections, try again\n", close=True)
 
 
 def print_line(line: str) -> None:

@@ -109,7 +109,8 @@ class TLSServerProtocol(asyncio.Protocol):
         self,
         loop: asyncio.AbstractEventLoop,
         context: ssl.SSLContext,
-        app_factory: Callable[[], asyncio.Protocol],
+        # Given the protocol ALPN chose (None when none was): what runs behind TLS.
+        app_factory: Callable[[str | None], asyncio.Protocol],
         *,
         handshake_timeout: float,
         plain_http_answer: Callable[[bytes], bytes] | None = None,
@@ -395,7 +396,9 @@ class TLSServerProtocol(asyncio.Protocol):
     def _handshake_done(self) -> None:
         self._cancel_timer()
         self._release_slot()  # the forwarder counts this connection from now on
-        self._app = self._app_factory()
+        sslobj = self._ssl
+        alpn = sslobj.selected_alpn_protocol() if sslobj is not None else None
+        self._app = self._app_factory(alpn)
         self._app.connection_made(self)  # type: ignore[arg-type]
 
     def _handshake_failed(self, exc: Exception) -> None:

@@ -75,7 +75,7 @@ async def per_connection(rounds: int, context: ssl.SSLContext, *, forwarder: boo
         if forwarder:
             transport = FakeTransport()
             protocol = TLSServerProtocol(
-                loop, context, lambda: H1Connection(state), handshake_timeout=10
+                loop, context, lambda _alpn: H1Connection(state), handshake_timeout=10
             )
             protocol.connection_made(transport)  # type: ignore[arg-type]
             protocol.data_received(hello)

@@ -195,7 +195,10 @@ def negotiated_alpn(h: Harness, port: int, offer: str, server_name: str = "local
         ({"tcp": True, "alpn": "h2"}, "http/1.1", "No ALPN negotiated"),
         ({"tcp": True, "alpn": "h2,http/1.1"}, "http/1.1", "ALPN protocol: http/1.1"),
         ({"tcp": True, "alpn": "postgresql"}, "postgresql", "ALPN protocol: postgresql"),
-        ({}, "h2,http/1.1", "ALPN protocol: http/1.1"),
+        ({}, "h2,http/1.1", "ALPN protocol: h2"),
+        ({}, "http/1.1", "ALPN protocol: http/1.1"),
+        ({"http1_only": True}, "h2,http/1.1", "ALPN protocol: http/1.1"),
+        ({"http1_only": True}, "h2", "No ALPN negotiated"),
     ],
 )
 def test_alpn_offered_as_configured(

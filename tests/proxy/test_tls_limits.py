@@ -209,7 +209,9 @@ def _feed(pieces: list[bytes]) -> tuple[TLSServerProtocol, FakeTransport]:
     loop = asyncio.new_event_loop()
     try:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        protocol = TLSServerProtocol(loop, context, asyncio.Protocol, handshake_timeout=10)
+        protocol = TLSServerProtocol(
+            loop, context, lambda _alpn: asyncio.Protocol(), handshake_timeout=10
+        )
         transport = FakeTransport()
         protocol.connection_made(transport)  # type: ignore[arg-type]
         for piece in pieces:
