@@ -38,6 +38,9 @@ def wait_for(predicate: Callable[[], bool], seconds: float = 10) -> bool:
 def run(
     *args: str | Path, check: bool = True, **kwargs: object
 ) -> subprocess.CompletedProcess[str]:
+    # Undecodable bytes are replaced: a TLS client prints what the server sends (an HTTP/2
+    # server's SETTINGS frame, say) among its text.
+    kwargs.setdefault("errors", "replace")
     return subprocess.run(  # type: ignore[call-overload, no-any-return]
         [str(a) for a in args], capture_output=True, text=True, check=check, timeout=120, **kwargs
     )

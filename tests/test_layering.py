@@ -22,6 +22,7 @@ CORE = {
     "proxy.uri",
     "proxy.clienthello",
     "proxy.forwarding",
+    "proxy.h2fields",
     "proxy.routes",
 }
 FORBIDDEN_IN_CORE = {"asyncio", "typer", "rich", "click"}

@@ -13,7 +13,7 @@ import os
 import re
 
 from devtls.errors import ProtocolError
-from devtls.proxy import forwarding
+from devtls.proxy.forwarding import returned_fields
 from devtls.proxy.http1 import BodyKind, Headers, RequestHead, ResponseHead
 from devtls.proxy.uri import parse_target
 
@@ -171,7 +171,7 @@ def local_fields(status: int, length: int) -> Headers:
 
 def _h2_fields(head: ResponseHead) -> Headers:
     fields: Headers = [(b":status", b"%d" % head.status)]
-    for name, value in forwarding.returned_fields(head):
+    for name, value in returned_fields(head):
         lower = name.lower()
         if lower not in _NOT_IN_H2:
             fields.append((lower, value))
