@@ -116,7 +116,8 @@ def test_chunked_both_ways(harness: Harness) -> None:
 
 
 @pytest.mark.parametrize(
-    ("protocol", "continue_line"), [("--http1.1", "HTTP/1.1 100 Continue"), ("--http2", "HTTP/2 100")]
+    ("protocol", "continue_line"),
+    [("--http1.1", "HTTP/1.1 100 Continue"), ("--http2", "HTTP/2 100")],
 )
 def test_expect_100_continue(
     harness: Harness, tmp_path: Path, protocol: str, continue_line: str
