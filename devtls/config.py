@@ -110,6 +110,9 @@ class Limits:
     # Bounded wait for requests in flight when stopping.
     drain_timeout: float = 10.0
     max_connections: int = 1024
+    # Connections to one upstream at once, HTTP/2 streams and HTTP/1 clients together; more
+    # requests wait for one (nginx's max_conns). WebSockets are not counted.
+    max_upstream_connections: int = 256
     max_request_line: int = 8 * 1024
     max_head_size: int = 32 * 1024
     max_headers: int = 100

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(mkcert openssl curl ca-certificates libnss3-tools chromium openjdk-17-jre-headless
-    ca-certificates-java nodejs pebble postgresql)
+    ca-certificates-java nodejs pebble postgresql nghttp2-client)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")

@@ -3,7 +3,7 @@
 The exchange routes the request, gets an upstream connection from the pool, sends the head
 and the body there, passes the response back, answers locally when there is no upstream to
 answer (404, 502, 504), retries once when that is safe, and writes the access log line. The
-client side is a ``Front``: one HTTP/1 connection today, an HTTP/2 stream later.
+client side is a ``Front``: one HTTP/1 connection (h1), or one HTTP/2 stream (h2stream).
 """
 
 from __future__ import annotations

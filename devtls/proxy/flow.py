@@ -25,7 +25,7 @@ ANSWERS_WAIT = 8  # answers to this side wait unread in its own send buffer
 
 
 class Readable(Protocol):
-    """Something whose reading can be paused: a transport, or later an HTTP/2 stream."""
+    """Something whose reading can be paused: a transport, or an HTTP/2 stream (its window)."""
 
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...

@@ -1,8 +1,8 @@
 """Upstream connections, their silence watchdog, and the pool that keeps them between requests.
 
 An upstream connection talks to whoever uses it through small interfaces: a ``Requester`` asked
-the pool for it, an ``UpstreamUser`` (one exchange: an HTTP/1 request today, an HTTP/2 stream
-later) takes its response, and a ``Pump`` takes its bytes once it is a tunnel.
+the pool for it, an ``UpstreamUser`` (one exchange: an HTTP/1 request or an HTTP/2 stream) takes
+its response, and a ``Pump`` takes its bytes once it is a tunnel.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import logging
 import socket
 import ssl
 import time
+from collections import deque
 from typing import Protocol
 
 from devtls.config import ServeConfig, Upstream
@@ -26,7 +27,8 @@ log = logging.getLogger("devtls")
 # Below Node's default keepAliveTimeout (5 s): an idle upstream connection is dropped by us
 # before the upstream drops it, which keeps reuse races rare.
 UPSTREAM_IDLE_SECONDS = 4.0
-MAX_IDLE_PER_UPSTREAM = 64
+# As many as one HTTP/2 connection's streams: a page's burst of modules finds them again.
+MAX_IDLE_PER_UPSTREAM = 100
 # What "localhost" means for an upstream, in the order tried (as Node and curl resolve it).
 LOOPBACK_HOSTS = ("127.0.0.1", "::1")
 # --tcp: bytes an upstream sends before the client side is attached (SMTP, MySQL and SSH
@@ -125,6 +127,8 @@ class UpstreamConnection(FlowControlled):
         self.last_active = 0.0
         self.timeout_timer: asyncio.TimerHandle | None = None
         self.watching = False
+        # Counted in the pool's max_upstream_connections (an HTTP connection, not a tunnel).
+        self.counted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport, self.gate = open_gate(transport)
@@ -148,6 +152,7 @@ class UpstreamConnection(FlowControlled):
         self.user = None
         self.pump = pump
         self._stop_watch()
+        self.pool.uncount(self)  # a WebSocket lives as long as its app: it takes no HTTP slot
         early, self.early = self.early, b""
         return early + self.reader.take_buffered()
 
@@ -282,6 +287,10 @@ class UpstreamPool:
         self.sweeper: asyncio.TimerHandle | None = None
         # For upstreams named "localhost": the loopback address that answered last.
         self.answered: dict[str, str] = {}
+        # HTTP connections open or being opened, by upstream, and who waits for one when
+        # max_upstream_connections are (HTTP/2 streams beyond it queue, as in nginx's max_conns).
+        self.busy: dict[str, int] = {}
+        self.waiting: dict[str, deque[tuple[Upstream, Requester]]] = {}
 
     def acquire(
         self,
@@ -310,10 +319,33 @@ class UpstreamPool:
                 connection.reused = True
                 requester.upstream_ready(connection)
                 return True
+        if not tunnel:
+            busy = self.busy.get(key, 0)
+            if busy >= self.state.config.limits.max_upstream_connections:
+                self.waiting.setdefault(key, deque()).append((upstream, requester))
+                return False
+            self.busy[key] = busy + 1
+        self._start_open(upstream, key, requester, tunnel)
+        return False
+
+    def _start_open(self, upstream: Upstream, key: str, requester: Requester, tunnel: bool) -> None:
         task = asyncio.ensure_future(self._open(upstream, key, requester, tunnel))
         self.pending.add(task)
         task.add_done_callback(self.pending.discard)
-        return False
+
+    def uncount(self, connection: UpstreamConnection) -> None:
+        """``connection`` no longer takes an HTTP slot (closed, or now a tunnel)."""
+        if connection.counted:
+            connection.counted = False
+            self._slot_free(connection.key)
+
+    def _slot_free(self, key: str) -> None:
+        waiting = self.waiting.get(key)
+        if waiting:
+            upstream, requester = waiting.popleft()
+            self._start_open(upstream, key, requester, False)  # the slot passes on
+        else:
+            self.busy[key] -= 1
 
     async def _open(self, upstream: Upstream, key: str, requester: Requester, tunnel: bool) -> None:
         hosts = self._hosts_to_try(upstream, key)
@@ -335,6 +367,13 @@ class UpstreamPool:
             if len(hosts) > 1:
                 self.answered[key] = host
             break
+        if not tunnel:
+            if protocol is None:
+                self._slot_free(key)
+            else:
+                protocol.counted = True
+                if protocol.closed:  # lost before this task went on: forget() came too early
+                    self.uncount(protocol)
         try:
             if protocol is None:
                 tried = tuple(_authority(host, upstream.port) for host in hosts)
@@ -392,6 +431,12 @@ class UpstreamPool:
         ):
             connection.close()
             return
+        waiting = self.waiting.get(connection.key)
+        if waiting:
+            _, requester = waiting.popleft()
+            connection.reused = True
+            requester.upstream_ready(connection)
+            return
         idle = self.idle.setdefault(connection.key, [])
         if len(idle) >= MAX_IDLE_PER_UPSTREAM:
             connection.close()
@@ -415,9 +460,11 @@ class UpstreamPool:
             self.sweeper = self.state.loop.call_later(UPSTREAM_IDLE_SECONDS / 2, self._sweep)
 
     def forget(self, connection: UpstreamConnection) -> None:
+        """A connection is gone (from its connection_lost)."""
         idle = self.idle.get(connection.key)
         if idle and connection in idle:
             idle.remove(connection)
+        self.uncount(connection)
 
     def close_all(self) -> None:
         for idle in self.idle.values():

@@ -313,3 +313,35 @@ def test_a_closed_connection_is_freed_without_the_cycle_collector() -> None:
         run(scenario)
     finally:
         gc.enable()
+
+
+def test_requests_beyond_max_upstream_connections_wait_for_a_free_one() -> None:
+    async def scenario() -> None:
+        state, pool = make_state(limits=Limits(max_upstream_connections=2))
+        clients = [client_connection(state) for _ in range(3)]
+        for client, _ in clients:
+            client.data_received(GET)
+        await turns()
+        assert len(pool.opened) == 2  # the third request waits
+        first, second = pool.opened
+        transport_of(first).take()  # the first request
+        first.data_received(OK)
+        assert clients[0][1].take().endswith(b"ok")
+        # The freed connection goes to the request that waited, not to the idle list.
+        [(head, _)] = requests_seen(transport_of(first))
+        assert head.target == b"/page"
+        assert pool.idle.get(first.key, []) == []
+        first.data_received(OK)
+        assert clients[2][1].take().endswith(b"ok")
+        # A connection that closes passes its slot on as well: a new one opens for the waiter.
+        clients[0][0].data_received(GET)  # takes the idle one
+        clients[2][0].data_received(GET)  # waits
+        await turns()
+        assert len(pool.opened) == 2
+        second.connection_lost(None)  # the second client is answered 502 for it
+        assert clients[1][1].take().startswith(b"HTTP/1.1 502 ")
+        await turns()
+        assert len(pool.opened) == 3
+        assert pool.busy[first.key] == 2
+
+    run(scenario)
