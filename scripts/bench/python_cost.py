@@ -3,7 +3,9 @@
 Usage: python scripts/bench/python_cost.py [--requests 50000] [--connections 2000]
 
 Per request: a client connection and a pooled upstream connection on fake transports; each
-round feeds one keep-alive request and its response through them. Per connection: a TLS
+round feeds one keep-alive request and its response through them. Per HTTP/2 stream: the same
+over one HTTP/2 connection, a new stream each round (the HEADERS encoded beforehand, by the h2
+library as a client), with the part the h2 library costs by itself measured apart. Per connection: a TLS
 handshake over memory BIOs, one request, close; once on a bare ``ssl.SSLObject`` (what OpenSSL
 costs anyway) and once through devtls's TLS layer and forwarder, with a leaf from a throwaway
 CA. Nothing here is a test: compare runs on one machine.
@@ -26,12 +28,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for tests/proxy/
 from devtls.ca import LocalCA
 from devtls.proxy.certs import CertificateSource
 from devtls.proxy.h1 import H1Connection
+from devtls.proxy.h2 import H2Connection
 from devtls.proxy.state import ServerState
 from devtls.proxy.tls import TLSServerProtocol
 from devtls.proxy.upstream import UpstreamConnection
 from tests.proxy.fakes import FakeTransport, client_connection, make_state, pooled_upstream
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: localhost:8443\r\n\r\n"
+H2_REQUEST = [
+    (b":method", b"GET"),
+    (b":scheme", b"https"),
+    (b":authority", b"localhost:8443"),
+    (b":path", b"/"),
+    (b"user-agent", b"h2load nghttp2/1.52.0"),
+    (b"accept", b"*/*"),
+]
+H2_RESPONSE = [
+    (b":status", b"200"),
+    (b"server", b"nginx/1.22.1"),
+    (b"date", b"Mon, 30 Nov 2026 19:00:00 GMT"),
+    (b"content-type", b"text/plain"),
+    (b"content-length", b"2"),
+]
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 30 Nov 2026 19:00:00 GMT\r\n"
     b"Content-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
@@ -54,6 +72,80 @@ async def per_request(rounds: int) -> float:
     if not transport.out[-1].endswith(b"ok"):
         raise RuntimeError(f"unexpected answer: {transport.out[-3:]!r}")
     return elapsed / rounds
+
+
+def h2_pair(*, validate: bool = True) -> tuple[Any, Any]:
+    import h2.config
+    import h2.connection
+
+    client = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=True, header_encoding=None)
+    )
+    client.initiate_connection()
+    server = h2.connection.H2Connection(
+        h2.config.H2Configuration(
+            client_side=False,
+            header_encoding=None,
+            validate_inbound_headers=validate,
+            normalize_inbound_headers=False,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
+    )
+    return client, server
+
+
+def h2_requests(client: Any, rounds: int) -> list[bytes]:
+    """Each round's HEADERS frame, encoded beforehand (the client's cost is not counted)."""
+    frames = []
+    for i in range(rounds):
+        stream_id = 1 + 2 * i
+        client.send_headers(stream_id, H2_REQUEST, end_stream=True)
+        frames.append(client.data_to_send())
+        del client.streams[stream_id]
+    return frames
+
+
+async def per_h2_request(rounds: int) -> float:
+    state, upstream = server_with_pooled_upstream()
+    client, _ = h2_pair()
+    transport = FakeTransport()
+    connection = H2Connection(state)
+    connection.connection_made(transport)  # type: ignore[arg-type]
+    connection.data_received(client.data_to_send())
+    client.receive_data(transport.take())
+    connection.data_received(client.data_to_send())
+    frames = h2_requests(client, rounds)
+    connection.h2.outbound_flow_control_window = 1 << 40  # the client's reading is not counted
+    started = time.perf_counter()
+    for frame in frames:
+        connection.data_received(frame)
+        upstream.data_received(RESPONSE)
+        await asyncio.sleep(0)  # the flush runs once per turn of the loop
+    elapsed = time.perf_counter() - started
+    if not transport.out or connection.streams:
+        raise RuntimeError("the streams were not answered")
+    return elapsed / rounds
+
+
+def h2_library_alone(rounds: int) -> float:
+    """What the h2 library costs for the same exchange, without devtls around it."""
+    client, server = h2_pair()
+    server.initiate_connection()
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    server.receive_data(client.data_to_send())
+    server.data_to_send()
+    frames = h2_requests(client, rounds)
+    server.outbound_flow_control_window = 1 << 40
+    started = time.perf_counter()
+    for i, frame in enumerate(frames):
+        server.receive_data(frame)
+        stream_id = 1 + 2 * i
+        server.send_headers(stream_id, H2_RESPONSE)
+        server.send_data(stream_id, b"ok", end_stream=True)
+        server.data_to_send()
+    return (time.perf_counter() - started) / rounds
 
 
 async def per_connection(rounds: int, context: ssl.SSLContext, *, forwarder: bool) -> float:
@@ -140,9 +232,13 @@ def main() -> int:
         leaf.write_pem(cert, key)
         context = CertificateSource(names=(), ca=None, cert_file=cert, key_file=key).default_context
         request = asyncio.run(per_request(args.requests))
+        h2_request = asyncio.run(per_h2_request(args.requests))
+        h2_alone = h2_library_alone(args.requests)
         bare = asyncio.run(per_connection(args.connections, context, forwarder=False))
         full = asyncio.run(per_connection(args.connections, context, forwarder=True))
     print(f"per keep-alive request, devtls's Python:       {request * 1e6:7.1f} us")
+    print(f"per HTTP/2 stream, devtls's Python:             {h2_request * 1e6:7.1f} us")
+    print(f"  of which the h2 library alone:                {h2_alone * 1e6:7.1f} us")
     print(f"per TLS connection, bare ssl.SSLObject:         {bare * 1e6:7.1f} us")
     print(f"per TLS connection, through devtls:             {full * 1e6:7.1f} us")
     print(f"  devtls's share of a connection:               {(full - bare) * 1e6:7.1f} us")
