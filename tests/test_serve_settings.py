@@ -23,6 +23,8 @@ EXAMPLES = {
     "redirect_http": ("127.0.0.1:8080", "127.0.0.1:8080"),
     "quiet": (True, True),
     "workers": (2, 2),
+    # The file says the opposite of the flag: --http1-only is http2 = false.
+    "http1_only": (True, False),
 }
 
 
@@ -50,7 +52,7 @@ def test_a_flag_and_its_toml_key_mean_the_same(tmp_path: Path, field: str) -> No
     flag_value, file_value = EXAMPLES[field]
     from_flag = build_config(ServeOptions(**{field: flag_value}), cwd=tmp_path)
     toml = tmp_path / "devtls.toml"
-    literal = repr(file_value).replace("'", '"').replace("True", "true")
+    literal = repr(file_value).replace("'", '"').replace("True", "true").replace("False", "false")
     toml.write_text(f"{setting.toml} = {literal}\n")
     from_file = build_config(ServeOptions(), cwd=tmp_path)
     assert from_flag == from_file
