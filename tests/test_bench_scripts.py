@@ -24,6 +24,7 @@ def test_python_cost_runs(
     out = capsys.readouterr().out
     assert "per keep-alive request" in out
     assert "devtls's share of a connection" in out
+    assert "per HTTP/2 stream" in out
 
 
 def test_hello_flood_runs(

@@ -182,11 +182,7 @@ class H2Connection(FlowControlled):
         self.closed = True
         self._drop_timer()
         self.state.connection_closed(self)
-        streams = list(self.streams.values())
-        self.streams.clear()
-        self.blocked.clear()
-        for stream in streams:
-            stream.client_gone()
+        self._drop_streams()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -281,10 +277,10 @@ class H2Connection(FlowControlled):
             self._drain_blocked()
 
     def _terminated(self, event: h2.events.ConnectionTerminated) -> None:
-        # The client's GOAWAY: it opens no more streams; those in flight still finish.
+        # The client's GOAWAY. h2 sends nothing after one (its state machine is closed), so
+        # the streams in flight cannot be answered: they end with the connection.
         self.client_gone_away = True
-        if event.error_code or not self.streams:
-            self.close()
+        self.close()
 
     def _flood(self) -> None:
         now = self.state.loop.time()
@@ -430,12 +426,22 @@ class H2Connection(FlowControlled):
             return
         self.closed = True
         self._drop_timer()
+        self._drop_streams()
         if self.transport is not None:
             self.transport.close()
+
+    def _drop_streams(self) -> None:
+        """Nothing more can be sent: the streams' exchanges and upstreams end now."""
+        streams = list(self.streams.values())
+        self.streams.clear()
+        self.blocked.clear()
+        for stream in streams:
+            stream.client_gone()
 
     def abort(self) -> None:
         self.closed = True
         self._drop_timer()
+        self._drop_streams()
         if self.transport is not None:
             self.transport.abort()
 
