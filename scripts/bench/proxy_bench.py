@@ -1,6 +1,7 @@
 """devtls serve against nginx, Caddy, hitch and local-ssl-proxy, in one run, as ratios to nginx.
 
 Usage: python scripts/bench/proxy_bench.py [--install] [--seconds 5] [--only devtls,nginx]
+                                           [--baseline PATH/TO/OTHER/devtls]
 
 --install puts the peers in place first (Debian: nginx-light, haproxy, caddy, hitch, wrk;
 npm: local-ssl-proxy). Everything listens on 127.0.0.1; every load loop stops after --seconds.
@@ -18,7 +19,8 @@ echo server. The figures:
   MB/s              one 100 MB download with curl
   KiB/idle conn     memory per idle TLS connection, 1,000 held open
 
-"devtls-w2" is devtls serve --workers 2 (two processes on one port, SO_REUSEPORT); its CPU
+"devtls-base" is another devtls executable (--baseline: an older build, in a venv of its own),
+measured in the same run to show what a change did. "devtls-w2" is devtls serve --workers 2 (two processes on one port, SO_REUSEPORT); its CPU
 and memory figures are those of both processes together.
 """
 
@@ -50,6 +52,7 @@ PORTS = {
     "local-ssl-proxy": 19446,
     "devtls": 19447,
     "devtls-w2": 19449,
+    "devtls-base": 19450,
 }
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -228,7 +231,7 @@ asyncio.run(main())
 
 
 def peers(
-    work: Path, cert: Path, key: Path, devtls: list[str]
+    work: Path, cert: Path, key: Path, devtls: list[str], baseline: str | None = None
 ) -> dict[str, Callable[[bool], subprocess.Popen[bytes]]]:
     """How to start each proxy in front of the HTTP (or, for ws=True, the websocket) upstream."""
 
@@ -336,13 +339,19 @@ https://127.0.0.1:{PORTS["caddy"]} {{
             stderr=subprocess.DEVNULL,
         )
 
-    def devtls_serve(ws: bool, name: str = "devtls", *extra: str) -> subprocess.Popen[bytes]:
+    def devtls_serve(
+        ws: bool, name: str = "devtls", *extra: str, command: list[str] = devtls
+    ) -> subprocess.Popen[bytes]:
         upstream = UPSTREAM_WS if ws else UPSTREAM_HTTP
         return subprocess.Popen(
-            [*devtls, "serve", str(upstream), "--quiet", "--listen", f"127.0.0.1:{PORTS[name]}",
+            [*command, "serve", str(upstream), "--quiet", "--listen", f"127.0.0.1:{PORTS[name]}",
              "--cert", str(cert), "--key", str(key), *extra],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
+
+    def devtls_baseline(ws: bool) -> subprocess.Popen[bytes]:
+        assert baseline is not None
+        return devtls_serve(ws, "devtls-base", command=[baseline])
 
     def devtls_two_workers(ws: bool) -> subprocess.Popen[bytes]:
         return devtls_serve(ws, "devtls-w2", "--workers", "2")
@@ -356,6 +365,8 @@ https://127.0.0.1:{PORTS["caddy"]} {{
         "devtls": (devtls_serve, devtls[0]),
         "devtls-w2": (devtls_two_workers, devtls[0]),
     }
+    if baseline is not None:
+        available["devtls-base"] = (devtls_baseline, baseline)
     return {name: start for name, (start, binary) in available.items() if shutil.which(binary)}
 
 
@@ -413,6 +424,7 @@ def main() -> int:
     parser.add_argument("--install", action="store_true")
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--only", default="")
+    parser.add_argument("--baseline", help="another devtls executable, measured as devtls-base")
     args = parser.parse_args()
     if args.install:
         install()
@@ -431,7 +443,7 @@ def main() -> int:
         upstream = start_upstream(work)
         results: dict[str, Result] = {}
         try:
-            for name, start in peers(work, cert, key, devtls).items():
+            for name, start in peers(work, cert, key, devtls, args.baseline).items():
                 if args.only and name not in args.only.split(","):
                     continue
                 print(f"measuring {name} ...", file=sys.stderr)
