@@ -15,7 +15,7 @@ from typing import Protocol
 from devtls.config import Upstream
 from devtls.errors import ProtocolError
 from devtls.proxy import forwarding, http1
-from devtls.proxy.flow import CONNECTING, ReadGate
+from devtls.proxy.flow import CONNECTING, PEER_FULL, ReadGate
 from devtls.proxy.forwarding import ClientSide
 from devtls.proxy.http1 import BodyKind, Headers, RequestHead, ResponseHead
 from devtls.proxy.routes import upstream_target
@@ -33,6 +33,8 @@ class Front(Protocol):
     closed: bool
     # Pauses what the request body comes from (while connecting, or the upstream is full).
     gate: ReadGate | None
+    # The client's send buffer is full: a new upstream connection starts paused too.
+    write_paused: bool
 
     def client_side(self, upstream: Upstream) -> ClientSide:
         """What the upstream is told about the client (the X-Forwarded-* and Forwarded)."""
@@ -73,6 +75,7 @@ class _Departed:
     sni: str | None = None
     closed = True
     gate: ReadGate | None = None
+    write_paused = False
 
     def client_side(self, upstream: Upstream) -> ClientSide:
         return ClientSide("", None, 0)
@@ -261,6 +264,10 @@ class Exchange:
             return
         self.upstream = connection
         connection.attach(self, head_request=request.method == b"HEAD")
+        if front.write_paused and connection.gate is not None:
+            # A pipelined request started while the client reads nothing: its response
+            # waits in the upstream's socket, not in our memory.
+            connection.gate.pause(PEER_FULL)
         transport.write(self.head_bytes)
         if request.expect_continue and forwarding.sends_continue(
             request, request_done=self.request_done

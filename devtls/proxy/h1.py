@@ -51,6 +51,7 @@ class H1Connection(FlowControlled):
         self.client_ip = ""
         self.sni: str | None = None
         self.gate: ReadGate | None = None
+        self.write_paused = False
         self.exchange = Exchange(self, state)
         self.advancing = False
         self.tunnel: Tunnel | None = None
@@ -111,6 +112,7 @@ class H1Connection(FlowControlled):
 
     def pause_writing(self) -> None:
         super().pause_writing()
+        self.write_paused = True
         if self.tunnel is None and self.gate is not None:
             # A client that reads no answers gets no more requests read: pipelined requests
             # answered by devtls itself (404, 502) would otherwise fill memory without end. A
@@ -118,6 +120,7 @@ class H1Connection(FlowControlled):
             self.gate.pause(ANSWERS_WAIT)
 
     def resume_writing(self) -> None:
+        self.write_paused = False
         super().resume_writing()
         if self.gate is not None:
             self.gate.resume(ANSWERS_WAIT)

@@ -155,6 +155,7 @@ class H2Stream:
         "tunnel",
         "unacked",
         "upstream_paused",
+        "write_paused",
     )
 
     def __init__(self, connection: StreamHost, stream_id: int, now: float) -> None:
@@ -164,6 +165,8 @@ class H2Stream:
         self.sni = connection.sni
         self.closed = False
         self.gate: ReadGate | None = ReadGate(self)
+        # A stream's response waits in its own queue, bounded by STREAM_HIGH_WATER.
+        self.write_paused = False
         self.paused = False
         # Request body bytes that came before the upstream could take them (at most a
         # window's worth: none of them is acknowledged yet).

@@ -19,7 +19,7 @@ from typing import Protocol
 from devtls.config import ServeConfig, Upstream
 from devtls.errors import ProtocolError
 from devtls.proxy import http1
-from devtls.proxy.flow import BACKLOG, FlowControlled, ReadGate, Transport, open_gate
+from devtls.proxy.flow import BACKLOG, PEER_FULL, FlowControlled, ReadGate, Transport, open_gate
 from devtls.proxy.http1 import END, Data, ResponseHead
 
 log = logging.getLogger("devtls")
@@ -431,6 +431,10 @@ class UpstreamPool:
         ):
             connection.close()
             return
+        if connection.gate is not None:
+            # Paused because the last user's client was full: that client is not the next
+            # user's, and an idle connection must be read to notice the upstream closing it.
+            connection.gate.resume(PEER_FULL)
         waiting = self.waiting.get(connection.key)
         if waiting:
             _, requester = waiting.popleft()

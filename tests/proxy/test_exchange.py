@@ -345,3 +345,41 @@ def test_requests_beyond_max_upstream_connections_wait_for_a_free_one() -> None:
         assert pool.busy[first.key] == 2
 
     run(scenario)
+
+
+def test_a_connection_paused_for_a_full_client_is_read_again_once_pooled() -> None:
+    """The response ended while the client's send buffer was full: the pooled connection must
+    not stay paused for whoever takes it next (it would wait for upstream_timeout)."""
+
+    async def scenario() -> None:
+        state, pool = make_state()
+        upstream = pooled_upstream(state)
+        client, _ = client_connection(state)
+        client.data_received(GET)
+        client.pause_writing()
+        assert not transport_of(upstream).reading
+        upstream.data_received(OK)
+        assert pool.idle[upstream.key] == [upstream]
+        assert transport_of(upstream).reading
+        other, out = client_connection(state)
+        other.data_received(GET)
+        upstream.data_received(OK)
+        assert out.take().endswith(b"ok")
+
+    run(scenario)
+
+
+def test_an_exchange_started_while_the_client_is_full_starts_its_upstream_paused() -> None:
+    async def scenario() -> None:
+        state, _ = make_state()
+        upstream = pooled_upstream(state)
+        client, out = client_connection(state)
+        client.pause_writing()  # the answers so far sit unread
+        client.data_received(GET)  # a pipelined request, read before reading paused
+        assert not transport_of(upstream).reading
+        client.resume_writing()
+        assert transport_of(upstream).reading
+        upstream.data_received(OK)
+        assert out.take().endswith(b"ok")
+
+    run(scenario)
