@@ -257,7 +257,12 @@ class H2Stream:
         exchange = self.exchange
         if tunnel is not None:
             transport = tunnel.transport
-            if transport is not None and not transport.is_closing() and transport.can_write_eof():
+            if tunnel.upstream_eof:
+                # The upstream ended its half first: both are done now, and so is its
+                # connection (else it stays open, and its socket with it, until devtls stops).
+                self.tunnel = None
+                tunnel.detach()
+            elif transport is not None and not transport.is_closing() and transport.can_write_eof():
                 transport.write_eof()
         elif (
             not self.held
