@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(mkcert openssl curl ca-certificates libnss3-tools chromium openjdk-17-jre-headless
-    ca-certificates-java nodejs pebble postgresql)
+    ca-certificates-java nodejs pebble postgresql nghttp2-client)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
@@ -31,5 +31,5 @@ if (($# == 0)); then
     # The forwarder runs on uvloop where it is installed; its tests run again on asyncio's loop.
     DEVTLS_EVENT_LOOP=asyncio "$py" -m pytest -q tests/proxy/test_forwarding.py \
         tests/proxy/test_hostile.py tests/proxy/test_tcp.py tests/proxy/test_integrity.py \
-        tests/proxy/test_tls_limits.py
+        tests/proxy/test_tls_limits.py tests/proxy/test_h2.py
 fi
