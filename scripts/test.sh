@@ -31,5 +31,5 @@ if (($# == 0)); then
     # The forwarder runs on uvloop where it is installed; its tests run again on asyncio's loop.
     DEVTLS_EVENT_LOOP=asyncio "$py" -m pytest -q tests/proxy/test_forwarding.py \
         tests/proxy/test_hostile.py tests/proxy/test_tcp.py tests/proxy/test_integrity.py \
-        tests/proxy/test_tls_limits.py
+        tests/proxy/test_tls_limits.py tests/proxy/test_h2.py
 fi

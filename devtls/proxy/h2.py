@@ -171,11 +171,17 @@ class H2Connection(FlowControlled):
             self.gate.pause(ANSWERS_WAIT)
 
     def eof_received(self) -> bool:
-        # The client sends nothing more; what it asked for still goes out.
+        # The client sends nothing more; what it asked for still goes out. A stream answered
+        # already waits only for the rest of its request (or a tunnel's client half), which
+        # cannot come now: it is finished at once (the last one closing the connection), not
+        # left until body_timeout, or a stop's drain_timeout, ends it.
+        self.client_gone_away = True
+        for stream in [s for s in self.streams.values() if s.ended]:
+            stream.client_gone()
+            self.stream_finished(stream)
         if not self.streams:
             self.close()
             return False
-        self.client_gone_away = True
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:

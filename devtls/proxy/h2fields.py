@@ -117,10 +117,19 @@ def request_head(fields: Headers, *, end_stream: bool, max_fields: int) -> Reque
 def response_fields(request: RequestHead, head: ResponseHead) -> Headers:
     """A final response's HEADERS for the client: the upstream's fields, reframed.
 
-    HTTP/2 has no transfer codings: a body sent ``gzip, chunked`` cannot be passed on.
+    HTTP/2 has no transfer codings: a body sent ``gzip, chunked`` cannot be passed on. To
+    an extended CONNECT a 2xx means the WebSocket is open (RFC 8441 5): an upstream that
+    answered the upgrade with one (a plain 200 page) opened none, so that is a 502 here (an
+    HTTP/1.1 client gets the 200, and tells it from a 101 by itself).
     """
     if head.transfer_codings:
         raise ProtocolError("upstream used a transfer coding HTTP/2 cannot carry", 502)
+    if request.upgrade is not None and 200 <= head.status < 300:
+        raise ProtocolError(
+            f"upstream did not switch protocols: it answered the WebSocket handshake with "
+            f"{head.status}, not 101",
+            502,
+        )
     fields = _h2_fields(head)
     if head.body is BodyKind.LENGTH:
         fields.append((b"content-length", b"%d" % head.content_length))

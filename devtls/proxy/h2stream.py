@@ -149,11 +149,13 @@ class H2Stream:
         "out_size",
         "out_trailers",
         "paused",
+        "refused",
         "sni",
         "stream_id",
         "trailers",
         "tunnel",
         "unacked",
+        "upgrade",
         "upstream_paused",
         "write_paused",
     )
@@ -184,6 +186,10 @@ class H2Stream:
         self.discarded = 0
         self.batching = False
         self.upstream_paused = False
+        # An extended CONNECT (RFC 8441): the client's DATA is for a tunnel, if one opens;
+        # refused, when it was answered without one.
+        self.upgrade = False
+        self.refused = False
         # After a WebSocket's 200: the upstream connection the stream's DATA goes to.
         self.tunnel: UpstreamConnection | None = None
         self.last_in = now
@@ -193,6 +199,7 @@ class H2Stream:
     # -- the request, as the client sends it ----------------------------------------------
 
     def start(self, head: RequestHead, bodiless: bool) -> None:
+        self.upgrade = head.upgrade is not None
         self.exchange.start(head, bodiless)
 
     def body_data(self, data: bytes, flow_length: int, now: float) -> None:
@@ -226,7 +233,12 @@ class H2Stream:
         exchange = self.exchange
         if tunnel is not None:
             transport = tunnel.transport
-            if transport is not None and not transport.is_closing() and transport.can_write_eof():
+            if tunnel.upstream_eof:
+                # The upstream ended its half first: both are done now, and so is its
+                # connection (else it stays open, and its socket with it, until devtls stops).
+                self.tunnel = None
+                tunnel.detach()
+            elif transport is not None and not transport.is_closing() and transport.can_write_eof():
                 transport.write_eof()
         elif (
             not self.held
@@ -291,7 +303,15 @@ class H2Stream:
             self.acknowledge()
 
     def exchange_done(self, keep_alive: bool) -> None:
-        pass  # the stream ends when its last DATA is out
+        # The stream ends when its last DATA is out. A WebSocket's CONNECT answered without
+        # one (a 404, a 502; a 101 comes to switch_protocols instead) has no request body to
+        # wait for: the client's half could only carry bytes for a tunnel that is not there.
+        # It is reset with NO_ERROR once the answer is out (RFC 9113 8.1), not held open, a
+        # stream slot taken, until the client ends it or body_timeout does.
+        if self.upgrade:
+            self.refused = True
+            if self.ended and not self.client_done:
+                self.stop_request()
 
     def switch_protocols(self, connection: UpstreamConnection) -> None:
         """The WebSocket is open: DATA both ways is its bytes."""
@@ -435,6 +455,9 @@ class H2Stream:
         self.connection.blocked.pop(self.stream_id, None)
         if self.client_done:
             self.connection.stream_finished(self)
+        elif self.refused:
+            # A refused WebSocket's answer, out after exchange_done (it waited for a window).
+            self.stop_request()
         # Else the request is still coming: up to DISCARD_LIMIT of it is read and dropped
         # (a tunnel's client half may still carry bytes for the upstream).
 

@@ -19,6 +19,8 @@ class Seen:
     target: bytes
     headers: list[tuple[bytes, bytes]]
     body: bytes
+    # The chunked body's trailer section, as it came.
+    trailers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     def field(self, name: bytes) -> list[bytes]:
         return [v for n, v in self.headers if n == name.lower()]
@@ -91,6 +93,7 @@ class RawUpstream:
                 elif isinstance(event, h11.Data) and current is not None:
                     current.body += event.data
                 elif isinstance(event, h11.EndOfMessage) and current is not None:
+                    current.trailers = list(event.headers)
                     with self.lock:
                         self.seen.append(current)
                     try:
