@@ -41,6 +41,10 @@ from devtls.proxy.state import ServerState
 # nginx's http2_max_concurrent_streams is 128, Go's and Caddy's 250: each stream in flight
 # holds an upstream connection, so fewer.
 MAX_CONCURRENT_STREAMS = 100
+# Streams over MAX_CONCURRENT_STREAMS are refused one by one (REFUSED_STREAM, as nginx and Go
+# do); a client this far over it has the connection ended by h2 (GOAWAY PROTOCOL_ERROR). h2
+# counts every stream one read opens before devtls sees any: this bounds what a read costs.
+STREAM_HARD_LIMIT = 2 * MAX_CONCURRENT_STREAMS
 # Request body bytes a client may send ahead on one connection, all streams together: what
 # devtls holds at most while upstreams are slow to take them. Each stream has the default
 # 65,535 of it.
@@ -52,8 +56,8 @@ CONTROL_BACKLOG = 4 * WRITE_HIGH_WATER
 # bucket of this many, refilled at FLOOD_RATE a second (CVE-2019-9512, -9515, -9518).
 FLOOD_BURST = 1000
 FLOOD_RATE = 100.0
-# Streams a client may cancel beyond those answered before it is told to calm down: the
-# rapid reset attack (CVE-2023-44487) opens and cancels streams without end.
+# Streams a client may cancel (or have refused) beyond those answered before it is told to
+# calm down: the rapid reset attack (CVE-2023-44487) opens and cancels streams without end.
 RESET_ALLOWANCE = 2 * MAX_CONCURRENT_STREAMS
 # How often the streams of a busy connection are checked against their timeouts.
 TICK_SECONDS = 1.0
@@ -122,15 +126,22 @@ class H2Connection(FlowControlled):
             self.sni = getattr(sslobj, SNI_ATTRIBUTE, None)
         limits = self.state.config.limits
         h2c = self.h2
-        h2c.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_head_size,
-                h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
-            },
-        )
+        codes = h2.settings.SettingCodes
+        settings = {
+            codes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+            codes.MAX_HEADER_LIST_SIZE: limits.max_head_size,
+            codes.ENABLE_CONNECT_PROTOCOL: 1,
+        }
+        h2c.local_settings = h2.settings.Settings(client=False, initial_values=settings)
+        # Settings given this way are current at once, so no acknowledgement ever tells h2 to
+        # apply this one to the HPACK decoder: done here, else it stays h2's 64 KiB.
+        h2c.decoder.max_header_list_size = limits.max_head_size
         h2c.initiate_connection()
+        # What was advertised is sent; what h2 enforces is STREAM_HARD_LIMIT. Between the two,
+        # _request_received refuses each stream over the limit (RFC 9113 5.1.2: a stream
+        # error), where h2 would end the connection and every stream on it.
+        settings[codes.MAX_CONCURRENT_STREAMS] = STREAM_HARD_LIMIT
+        h2c.local_settings = h2.settings.Settings(client=False, initial_values=settings)
         h2c.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         if not self.state.admit(self, t, refusal=_refusal):
             self.closed = True
@@ -210,6 +221,11 @@ class H2Connection(FlowControlled):
         if self.goaway_at is not None and stream_id > self.goaway_at:
             self.h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
             return
+        if len(self.streams) >= MAX_CONCURRENT_STREAMS:
+            # Over the advertised limit: refused, and counted as a stream the client reset.
+            self.h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            self._count_reset()
+            return
         loop = self.state.loop
         stream = H2Stream(self, stream_id, loop.time())
         self.streams[stream_id] = stream
@@ -263,6 +279,9 @@ class H2Connection(FlowControlled):
         stream.ended = True
         stream.client_gone()
         self.stream_finished(stream, answered=False)
+        self._count_reset()
+
+    def _count_reset(self) -> None:
         self.resets += 1
         if self.resets - self.answered > RESET_ALLOWANCE:
             self.calm_down(b"too many streams reset")
@@ -406,7 +425,10 @@ class H2Connection(FlowControlled):
         """A connection error: h2 has queued its GOAWAY; it goes out, then the connection."""
         code = getattr(exc, "error_code", ErrorCodes.PROTOCOL_ERROR)
         name = code.name if isinstance(code, ErrorCodes) else str(code)
-        self.log(f"{self.client_ip} HTTP/2 error: {exc} -> GOAWAY {name}")
+        what = str(exc)
+        if what.isdigit():  # h2's StreamClosedError and NoSuchStreamError say only the stream
+            what = f"{type(exc).__name__} on stream {what}"
+        self.log(f"{self.client_ip} HTTP/2 error: {what} -> GOAWAY {name}")
         self._flush()
         self.close()
 

@@ -8,6 +8,7 @@ The connection it lives on (``h2.H2Connection``) is a ``StreamHost``.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Protocol
 
@@ -107,6 +108,7 @@ class StreamExchange(Exchange):
 
     def refuse(self, exc: ProtocolError) -> None:
         """A request that cannot be forwarded (a malformed head): answered, never sent on."""
+        self.started = time.perf_counter()  # for the access log line
         self.request = RequestHead(
             b"-", b"-", True, [], b"", BodyKind.NONE, 0, True, None, False, path=b"-"
         )
