@@ -44,6 +44,10 @@ READ_CHUNK = 16 * 1024
 # time (plaintext into SSL_write, ciphertext into the incoming BIO), each drained before the
 # next; a 256 KiB write would otherwise pin about 340 KiB per connection until it closes.
 BIO_PIECE = 16 * 1024
+# A connection closed with bytes still unsent gives a client that reads nothing this long
+# before it is aborted: a close otherwise waits for the send buffer to drain, and keeps its
+# max_connections slot, for as long as the client keeps its window shut.
+CLOSE_DRAIN_SECONDS = 10.0
 # Bytes on the TLS port that start like an HTTP request get a helpful plain-HTTP answer.
 _HTTP_METHOD_STARTS = (b"GET ", b"HEAD", b"POST", b"PUT ", b"DELE", b"OPTI", b"PATC", b"CONN")
 
@@ -137,6 +141,7 @@ class TLSServerProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._app: asyncio.Protocol | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._drain_timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._eof_sent = False
         self._app_eof = False
@@ -290,6 +295,9 @@ class TLSServerProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._cancel_timer()
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
         self._release_slot()
         if self._app is not None:
             app, self._app = self._app, None
@@ -455,8 +463,11 @@ class TLSServerProtocol(asyncio.Protocol):
             self._timer = None
 
     def _close_transport(self) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.close()
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+            if transport.get_write_buffer_size() and self._drain_timer is None:
+                self._drain_timer = self._loop.call_later(CLOSE_DRAIN_SECONDS, self._abort_all)
 
     def _abort_all(self) -> None:
         if self._transport is not None:

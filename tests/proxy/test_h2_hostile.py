@@ -620,3 +620,31 @@ def test_stalled_request_body_gets_408(harness: Harness, sent: bytes) -> None:
         assert upstream.seen == []
         assert logged(harness, '"POST localhost/upload" 408 ')
         still_serves(harness, proxy)
+
+
+def test_a_connection_closed_on_a_client_that_reads_nothing_is_aborted(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing waits for the send buffer to drain; a client that never reads would keep the
+    connection (and its max_connections slot) for good. After CLOSE_DRAIN_SECONDS it goes."""
+    from devtls.proxy import tls
+
+    monkeypatch.setattr(tls, "CLOSE_DRAIN_SECONDS", 0.5)
+    proxy = harness.start_proxy(
+        str(harness.upstream.port), limits=("send_timeout=1", "idle_timeout=1")
+    )
+    settings = {SettingsFrame.INITIAL_WINDOW_SIZE: 2**31 - 1}
+    with connect(proxy, harness, settings=settings, receive_buffer=4096) as client:
+        client.h2.increment_flow_control_window(2**31 - 1 - 65535)
+        client.h2.send_headers(1, request_fields(b"/bytes/50000000"), end_stream=True)
+        client.flush()
+
+        async def open_connections() -> int:
+            return len(proxy.state.connections)
+
+        assert harness.loop.run(open_connections()) == 1
+        # The stream stalls, is reset after send_timeout, the idle connection is closed
+        # after idle_timeout with its send buffer still full, and aborted 0.5 s later.
+        assert wait_for(lambda: harness.loop.run(open_connections()) == 0, 8)
+    assert logged(harness, "the client took no response bytes")
+    assert get(proxy.port, harness.ca_file) == (200, b"root")
