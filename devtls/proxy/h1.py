@@ -28,6 +28,7 @@ from devtls.proxy.flow import (
 from devtls.proxy.forwarding import ClientSide
 from devtls.proxy.http1 import END, Data, RequestHead
 from devtls.proxy.state import ServerState
+from devtls.proxy.timer import LazyTimer
 from devtls.proxy.tunnel import Tunnel
 from devtls.proxy.upstream import UpstreamConnection
 
@@ -57,8 +58,7 @@ class H1Connection(FlowControlled):
         self.tunnel: Tunnel | None = None
         self.closed = False
         self._batch: list[bytes] | None = None
-        self._deadline = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        self.timer = LazyTimer(state.loop, self._on_timer)
 
     # -- asyncio callbacks ---------------------------------------------------------------
 
@@ -73,7 +73,7 @@ class H1Connection(FlowControlled):
         if not self.state.admit(self, t):
             self.closed = True
             return
-        self._arm_timer(self.state.config.limits.head_timeout)
+        self.timer.arm(self.state.config.limits.head_timeout)
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
@@ -83,11 +83,11 @@ class H1Connection(FlowControlled):
         if exchange.request is None:
             if self.reader.at_message_start:
                 # The first bytes of a new request: from now on the head must arrive in time.
-                self._arm_timer(self.state.config.limits.head_timeout)
+                self.timer.arm(self.state.config.limits.head_timeout)
         elif not exchange.request_done:
             # A body is coming: the time allowed is counted from its last bytes, as nginx's
             # client_body_timeout. Moving the deadline costs no timer operation.
-            self._deadline = self.state.loop.time() + self.state.config.limits.body_timeout
+            self.timer.push_back(self.state.config.limits.body_timeout)
         self.reader.feed(data)
         self._advance()
 
@@ -104,7 +104,7 @@ class H1Connection(FlowControlled):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._drop_timer()
+        self.timer.drop()
         self.state.connection_closed(self)
         if self.tunnel is not None:
             self.tunnel.client_lost()
@@ -175,7 +175,7 @@ class H1Connection(FlowControlled):
             elif event is END:
                 if not exchange.request_end(reader.trailers):
                     return
-                self._cancel_timer()
+                self.timer.disarm()
 
     def _next_event(self) -> RequestHead | Data | http1.EndOfMessage | None:
         """The reader's next event; a protocol error is answered and ends the connection."""
@@ -188,9 +188,9 @@ class H1Connection(FlowControlled):
     def _start_exchange(self, head: RequestHead) -> None:
         bodiless = forwarding.request_is_bodiless(head)
         if bodiless:
-            self._cancel_timer()
+            self.timer.disarm()
         else:
-            self._arm_timer(self.state.config.limits.body_timeout)
+            self.timer.arm(self.state.config.limits.body_timeout)
         if bodiless:
             # A request without a body ends with its head: take the reader's END now.
             end = self.reader.next_event()
@@ -220,12 +220,12 @@ class H1Connection(FlowControlled):
             # Whatever paused reading for this exchange (a pending connect, a backlog) is
             # over: the next request must be read, or the client hangs.
             self.gate.resume(BACKLOG | CONNECTING)
-        self._arm_timer(self.state.config.limits.idle_timeout)
+        self.timer.arm(self.state.config.limits.idle_timeout)
         self._advance()
 
     def switch_protocols(self, connection: UpstreamConnection) -> None:
         self.tunnel = tunnel = Tunnel(self)
-        self._cancel_timer()
+        self.timer.disarm()
         tunnel.upgrade(connection, self.reader.take_buffered())
         if self.gate is not None:
             self.gate.resume(BACKLOG | CONNECTING)
@@ -268,29 +268,8 @@ class H1Connection(FlowControlled):
             )
         self.close()
 
-    # One timer handle per connection, moved lazily: re-arming for every request would
-    # cost a heap push and a cancel each time.
-    def _arm_timer(self, seconds: float) -> None:
-        loop = self.state.loop
-        self._deadline = deadline = loop.time() + seconds
-        timer = self._timer
-        if timer is not None and timer.when() > deadline:
-            timer.cancel()
-            timer = None
-        if timer is None:
-            self._timer = loop.call_at(deadline, self._on_timer)
-
-    def _cancel_timer(self) -> None:
-        self._deadline = 0.0
-
     def _on_timer(self) -> None:
-        self._timer = None
-        if self._deadline == 0.0 or self.closed:
-            return
-        loop = self.state.loop
-        if loop.time() < self._deadline:
-            # Re-armed since: wait for the newer deadline (one timer per connection).
-            self._timer = loop.call_at(self._deadline, self._on_timer)
+        if self.closed:
             return
         exchange = self.exchange
         if exchange.request is None and not self.reader.at_message_start:
@@ -305,21 +284,15 @@ class H1Connection(FlowControlled):
         if self._batch:
             self.end_batch()  # what was written before the close still goes out
         self.closed = True
-        self._drop_timer()
+        self.timer.drop()
         if self.transport is not None:
             self.transport.close()
 
     def abort(self) -> None:
         self.closed = True
-        self._drop_timer()
+        self.timer.drop()
         if self.transport is not None:
             self.transport.abort()
-
-    def _drop_timer(self) -> None:
-        self._deadline = 0.0
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
     def close_if_idle(self) -> None:
         """When stopping: a connection between requests, or a tunnel, is closed now.

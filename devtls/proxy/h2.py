@@ -37,6 +37,7 @@ from devtls.proxy.forwarding import ClientSide
 from devtls.proxy.h2stream import H2Stream
 from devtls.proxy.http1 import BodyKind
 from devtls.proxy.state import ServerState
+from devtls.proxy.timer import LazyTimer
 
 # nginx's http2_max_concurrent_streams is 128, Go's and Caddy's 250: each stream in flight
 # holds an upstream connection, so fewer.
@@ -101,8 +102,7 @@ class H2Connection(FlowControlled):
         self.flood_at = 0.0
         self.idle_since = 0.0
         self._client_sides: dict[bool, ClientSide] = {}
-        self._deadline = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        self.timer = LazyTimer(state.loop, self._on_timer)
         self._handlers: dict[type[h2.events.Event], Callable[[Any], None]] = {
             h2.events.RequestReceived: self._request_received,
             h2.events.DataReceived: self._data_received,
@@ -148,7 +148,7 @@ class H2Connection(FlowControlled):
             return
         self._flush()
         self.idle_since = self.state.loop.time()
-        self._arm(limits.head_timeout)
+        self.timer.arm(limits.head_timeout)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -197,7 +197,7 @@ class H2Connection(FlowControlled):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._drop_timer()
+        self.timer.drop()
         self.state.connection_closed(self)
         self._drop_streams()
 
@@ -230,7 +230,7 @@ class H2Connection(FlowControlled):
         stream = H2Stream(self, stream_id, loop.time())
         self.streams[stream_id] = stream
         if len(self.streams) == 1:
-            self._arm(TICK_SECONDS)
+            self.timer.arm(TICK_SECONDS)
         ended = event.stream_ended is not None
         stream.client_done = ended
         limits = self.state.config.limits
@@ -374,7 +374,7 @@ class H2Connection(FlowControlled):
             if self.goaway_at is not None or self.client_gone_away or self.state.draining:
                 self._close_gracefully()
             else:
-                self._arm(self.state.config.limits.idle_timeout)
+                self.timer.arm(self.state.config.limits.idle_timeout)
 
     def log(self, line: str) -> None:
         if not self.state.config.quiet:
@@ -382,42 +382,25 @@ class H2Connection(FlowControlled):
 
     # -- timers ------------------------------------------------------------------------------
 
-    def _arm(self, seconds: float) -> None:
-        loop = self.state.loop
-        self._deadline = deadline = loop.time() + seconds
-        timer = self._timer
-        if timer is not None and timer.when() > deadline:
-            timer.cancel()
-            timer = None
-        if timer is None:
-            self._timer = loop.call_at(deadline, self._on_timer)
-
     def _on_timer(self) -> None:
-        self._timer = None
+        """Every tick while streams are open; else once the connection has been idle long."""
         if self.closed:
             return
-        loop = self.state.loop
-        now = loop.time()
+        now = self.state.loop.time()
+        limits = self.state.config.limits
         if self.streams:
-            limits = self.state.config.limits
             for stream in list(self.streams.values()):
                 stream.check_progress(now, limits)
             self._flush()
             if self.streams:
-                self._timer = loop.call_at(now + TICK_SECONDS, self._on_timer)
+                self.timer.arm(TICK_SECONDS)
                 return
-        limits = self.state.config.limits
         allowed = limits.idle_timeout if self.preface_seen else limits.head_timeout
-        deadline = self.idle_since + allowed
-        if now >= deadline:
+        left = self.idle_since + allowed - now
+        if left <= 0:
             self._close_gracefully()
         else:
-            self._timer = loop.call_at(deadline, self._on_timer)
-
-    def _drop_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+            self.timer.arm(left)
 
     # -- endings -----------------------------------------------------------------------------
 
@@ -453,7 +436,7 @@ class H2Connection(FlowControlled):
         if self.closed:
             return
         self.closed = True
-        self._drop_timer()
+        self.timer.drop()
         self._drop_streams()
         if self.transport is not None:
             self.transport.close()
@@ -468,7 +451,7 @@ class H2Connection(FlowControlled):
 
     def abort(self) -> None:
         self.closed = True
-        self._drop_timer()
+        self.timer.drop()
         self._drop_streams()
         if self.transport is not None:
             self.transport.abort()
