@@ -8,8 +8,8 @@ libnss3-tools). Everything listens on 127.0.0.1; every wait and load loop is bou
 proxies serve the same RSA-2048 leaf for localhost and 127.0.0.1 (from a throwaway devtls CA),
 as proxy_bench.py does. The peers:
 
-  devtls      devtls serve UPSTREAM: ALPN h2 and http/1.1 once devtls speaks HTTP/2
-  devtls-h1   devtls serve --http1-only UPSTREAM (skipped while serve --help lacks the flag)
+  devtls      devtls serve UPSTREAM: ALPN h2 and http/1.1
+  devtls-h1   devtls serve --http1-only UPSTREAM (skipped for a devtls without the flag)
   caddy       reverse_proxy, h1 and h2 (h3 off: the browser runs with --disable-quic)
   nginx       listen ... ssl + http2 (1 worker, as in proxy_bench.py)
   direct      the upstream itself over plain HTTP/1.1 (page load only)
