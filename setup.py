@@ -113,7 +113,8 @@ class BuildCore(build_ext):
             # Never half a core: a shim without its shared library would not import.
             self._remove_outputs()
             self.extensions = []
-            say(f"pure Python (compiling failed: {type(exc).__name__}: {exc})")
+            # (Its wheel keeps the platform tag, chosen before anything was built.)
+            say(f"pure Python (compiling failed: {type(exc).__name__}, the messages above say why)")
             return
         say(f"compiled with mypyc ({len(CORE)} modules: {', '.join(Path(p).stem for p in CORE)})")
 
@@ -135,7 +136,7 @@ class BuildPy(build_py):
         if self.editable_mode:
             for stale in compiled_files_in(Path.cwd()):
                 stale.unlink()
-                log.warning("devtls: removed %s (an earlier compiled build)", stale)
+                log.warning("devtls: removed %s (an earlier compiled build)", stale.name)
         say(f"pure Python ({PURE_BECAUSE})")
 
 
