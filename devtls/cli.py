@@ -51,7 +51,9 @@ def reports_errors(command: F) -> F:
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"devtls {__version__}")
+        from devtls.corebuild import core_description
+
+        typer.echo(f"devtls {__version__} (core: {core_description()})")
         raise typer.Exit()
 
 
