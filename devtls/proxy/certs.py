@@ -16,6 +16,7 @@ from devtls.errors import ConfigError, UsageError
 from devtls.issue import LeafCert, issue_leaf, server_tls_context
 from devtls.names import Name, NameKind, parse_name
 from devtls.proxy.clienthello import ClientHello
+from devtls.proxy.flow import Transport
 
 log = logging.getLogger("devtls")
 
@@ -27,6 +28,24 @@ SNI_ATTRIBUTE = "devtls_sni"
 # New names minted per minute at most, unless --limit mint_per_minute says otherwise: a client
 # inventing names costs a millisecond of CPU each, 5,000 of them 18 s without a bound.
 DEFAULT_MINT_PER_MINUTE = 60
+
+
+def peer_of(transport: Transport) -> tuple[str, str | None]:
+    """A client connection's address ("unix" on a Unix socket) and the SNI name its TLS
+    layer left for routing (validated, lower case; None without one)."""
+    peer = transport.get_extra_info("peername")
+    sslobj = transport.get_extra_info("ssl_object")
+    sni = getattr(sslobj, SNI_ATTRIBUTE, None) if sslobj is not None else None
+    return (peer[0] if isinstance(peer, tuple) else "unix"), sni
+
+
+def tls_of(transport: Transport | None) -> tuple[str, str] | None:
+    """(TLS version, cipher) of a client connection, for an upstream that asked (the demo)."""
+    sslobj = transport.get_extra_info("ssl_object") if transport is not None else None
+    if sslobj is None:
+        return None
+    cipher = sslobj.cipher()
+    return sslobj.version() or "", cipher[0] if cipher else ""
 
 
 def set_alpn(context: ssl.SSLContext, protocols: tuple[str, ...]) -> None:

@@ -14,7 +14,7 @@ import asyncio
 from devtls.config import Upstream
 from devtls.errors import ProtocolError
 from devtls.proxy import forwarding, http1
-from devtls.proxy.certs import SNI_ATTRIBUTE
+from devtls.proxy.certs import peer_of, tls_of
 from devtls.proxy.exchange import Exchange
 from devtls.proxy.flow import (
     ANSWERS_WAIT,
@@ -65,11 +65,7 @@ class H1Connection(FlowControlled):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         t, self.gate = open_gate(transport)
         self.transport = t
-        peer = t.get_extra_info("peername")
-        self.client_ip = peer[0] if isinstance(peer, tuple) else "unix"
-        sslobj = t.get_extra_info("ssl_object")
-        if sslobj is not None:
-            self.sni = getattr(sslobj, SNI_ATTRIBUTE, None)
+        self.client_ip, self.sni = peer_of(t)
         if not self.state.admit(self, t):
             self.closed = True
             return
@@ -200,12 +196,7 @@ class H1Connection(FlowControlled):
     # -- what the exchange asks of this connection (exchange.Front) ------------------------
 
     def client_side(self, upstream: Upstream) -> ClientSide:
-        tls = None
-        if upstream.wants_tls_info and self.transport is not None:
-            sslobj = self.transport.get_extra_info("ssl_object")
-            if sslobj is not None:
-                cipher = sslobj.cipher()
-                tls = (sslobj.version() or "", cipher[0] if cipher else "")
+        tls = tls_of(self.transport) if upstream.wants_tls_info else None
         return ClientSide(self.client_ip, self.sni, self.state.listen_port, tls)
 
     # The upstream is there: the body that has come, and what comes next, go to it.

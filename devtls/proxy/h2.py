@@ -24,7 +24,7 @@ from hyperframe.frame import GoAwayFrame
 from devtls.config import Upstream
 from devtls.errors import ProtocolError
 from devtls.proxy import h2fields
-from devtls.proxy.certs import SNI_ATTRIBUTE
+from devtls.proxy.certs import peer_of, tls_of
 from devtls.proxy.flow import (
     ANSWERS_WAIT,
     WRITE_HIGH_WATER,
@@ -119,11 +119,7 @@ class H2Connection(FlowControlled):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         t, self.gate = open_gate(transport)
         self.transport = t
-        peer = t.get_extra_info("peername")
-        self.client_ip = peer[0] if isinstance(peer, tuple) else "unix"
-        sslobj = t.get_extra_info("ssl_object")
-        if sslobj is not None:
-            self.sni = getattr(sslobj, SNI_ATTRIBUTE, None)
+        self.client_ip, self.sni = peer_of(t)
         limits = self.state.config.limits
         h2c = self.h2
         codes = h2.settings.SettingCodes
@@ -353,12 +349,7 @@ class H2Connection(FlowControlled):
         wants_tls = upstream.wants_tls_info
         side = self._client_sides.get(wants_tls)
         if side is None:
-            tls = None
-            if wants_tls and self.transport is not None:
-                sslobj = self.transport.get_extra_info("ssl_object")
-                if sslobj is not None:
-                    cipher = sslobj.cipher()
-                    tls = (sslobj.version() or "", cipher[0] if cipher else "")
+            tls = tls_of(self.transport) if wants_tls else None
             side = ClientSide(self.client_ip, self.sni, self.state.listen_port, tls, b"HTTP/2")
             self._client_sides[wants_tls] = side
         return side

@@ -13,7 +13,7 @@ import logging
 from typing import Protocol
 
 from devtls.config import Upstream
-from devtls.proxy.certs import SNI_ATTRIBUTE
+from devtls.proxy.certs import peer_of
 from devtls.proxy.flow import BACKLOG, CONNECTING, FlowControlled, ReadGate, Transport, open_gate
 from devtls.proxy.state import ServerState
 from devtls.proxy.upstream import UpstreamConnection, describe_upstream_failure
@@ -214,8 +214,7 @@ class TcpConnection(FlowControlled):
         if not self.state.admit(self, t):
             self.closed = True
             return
-        sslobj = t.get_extra_info("ssl_object")
-        sni = getattr(sslobj, SNI_ATTRIBUTE, None) if sslobj is not None else None
+        _, sni = peer_of(t)
         _, upstream = self.state.router.match(sni or "", "/")
         if upstream is None:
             self.close()
