@@ -30,6 +30,36 @@ from hyperframe.frame import (
 )
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def tls_socket(
+    port: int,
+    ca_file: Path,
+    *,
+    alpn: str = "h2",
+    timeout: float = 10.0,
+    receive_buffer: int | None = None,
+) -> ssl.SSLSocket:
+    """A verified TLS connection to devtls on loopback that negotiated ``alpn``."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    context.set_alpn_protocols([alpn])
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        if receive_buffer is not None:
+            # Before connecting: the window the server may fill is set at the handshake.
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        # As browsers and curl do: no frame waits for the peer's ACK of the one before.
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        raw.settimeout(timeout)
+        raw.connect(("127.0.0.1", port))
+        tls = context.wrap_socket(raw, server_hostname="localhost")
+    except BaseException:
+        raw.close()
+        raise
+    assert tls.selected_alpn_protocol() == alpn
+    return tls
+
+
 # The most frames one collection keeps (a server answering a flood could send many).
 MAX_FRAMES = 100_000
 
@@ -118,20 +148,7 @@ class H2Client:
         timeout: float = 5.0,
         receive_buffer: int | None = None,
     ) -> None:
-        context = ssl.create_default_context(cafile=str(ca_file))
-        context.set_alpn_protocols(["h2"])
-        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            if receive_buffer is not None:
-                # Before connecting: the window the server may fill is set at the handshake.
-                raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-            raw.settimeout(timeout)
-            raw.connect(("127.0.0.1", port))
-            self.sock = context.wrap_socket(raw, server_hostname="localhost")
-        except BaseException:
-            raw.close()
-            raise
-        assert self.sock.selected_alpn_protocol() == "h2"
+        self.sock = tls_socket(port, ca_file, timeout=timeout, receive_buffer=receive_buffer)
         self.timeout = timeout
         self.ack_settings = ack_settings
         self.h2 = h2.connection.H2Connection(

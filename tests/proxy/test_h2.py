@@ -42,10 +42,12 @@ from hyperframe.frame import (
 )
 from websockets.sync.client import ClientConnection, connect
 
-from devtls.proxy.h2 import H2Connection, H2Stream
+from devtls.proxy.h2 import H2Connection
+from devtls.proxy.h2stream import H2Stream
 from devtls.proxy.server import RunningServer, shutdown
 from tests.conftest import require_tool, wait_for
 from tests.proxy.conftest import Harness, pattern_bytes
+from tests.proxy.h2client import tls_socket
 from tests.proxy.rawupstream import Seen, raw_upstream
 
 MiB = 1024 * 1024
@@ -69,19 +71,11 @@ def curl(
     return version, status, data, result.stderr.decode(errors="replace")
 
 
-def tls_socket(h: Harness, port: int, alpn: str = "h2") -> ssl.SSLSocket:
-    context = ssl.create_default_context(cafile=str(h.ca_file))
-    context.set_alpn_protocols([alpn])
-    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
-    # As browsers and curl do: no frame waits for the peer's ACK of the one before.
-    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    tls = context.wrap_socket(raw, server_hostname="localhost")
-    assert tls.selected_alpn_protocol() == alpn
-    return tls
+class EventClient:
+    """A blocking HTTP/2 client over the h2 library: every event is there to look at.
 
-
-class H2Client:
-    """A blocking HTTP/2 client over the h2 library: every event is there to look at."""
+    (``h2client.H2Client`` is the one that writes frames by hand, for hostile cases.)
+    """
 
     def __init__(
         self,
@@ -91,7 +85,7 @@ class H2Client:
         settings: dict[int, int] | None = None,
         auto_ack: bool = True,
     ) -> None:
-        self.sock = tls_socket(h, port)
+        self.sock = tls_socket(port, h.ca_file)
         self.authority = f"localhost:{port}".encode()
         self.h2 = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding=None)
@@ -104,7 +98,7 @@ class H2Client:
         self.pending: list[h2.events.Event] = []
         self.closed = False
 
-    def __enter__(self) -> H2Client:
+    def __enter__(self) -> EventClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -336,7 +330,7 @@ def test_curl_head_keeps_the_length_and_has_no_body(harness: Harness, tmp_path: 
 def test_head_204_304_end_with_their_headers(harness: Harness) -> None:
     """Bodiless answers: END_STREAM on the HEADERS frame, not a byte of DATA after it."""
     proxy = harness.start_proxy(str(harness.upstream.port))
-    with H2Client(harness, proxy.port) as client:
+    with EventClient(harness, proxy.port) as client:
         cases = [(b"HEAD", b"/bytes/1000", 200), (b"GET", b"/status/204", 204),
                  (b"GET", b"/status/304", 304)]  # fmt: skip
         for method, path, expected in cases:
@@ -420,7 +414,7 @@ def test_client_eof_ends_streams_that_only_wait_for_its_request(harness: Harness
     """A stream answered while its request body still came: once the client's connection
     ends, that body cannot come any more, and the stream and connection go at once."""
     proxy = harness.start_proxy(str(harness.upstream.port))
-    with H2Client(harness, proxy.port) as client:
+    with EventClient(harness, proxy.port) as client:
         stream_id = client.request(b"POST", b"/headers/early", end=False)
         client.h2.send_data(stream_id, b"the start of a body")
         client.flush()
@@ -446,7 +440,7 @@ def test_response_trailers_reach_the_h2_client(harness: Harness) -> None:
 
     with raw_upstream(answer) as upstream:
         proxy = harness.start_proxy(str(upstream.port))
-        with H2Client(harness, proxy.port) as client:
+        with EventClient(harness, proxy.port) as client:
             response = client.response(client.request(b"POST", b"/svc/Method", end=True))
     assert response.status == 200
     assert response.body == b"hello"
@@ -464,7 +458,7 @@ def test_response_trailers_reach_the_h2_client(harness: Harness) -> None:
 def test_request_trailers_reach_the_upstream(harness: Harness) -> None:
     with raw_upstream() as upstream:
         proxy = harness.start_proxy(str(upstream.port))
-        with H2Client(harness, proxy.port) as client:
+        with EventClient(harness, proxy.port) as client:
             stream_id = client.request(
                 b"POST", b"/upload", [(b"te", b"trailers"), (b"trailer", b"x-digest")], end=False
             )
@@ -497,7 +491,7 @@ def test_early_hints_come_before_the_final_answer(harness: Harness) -> None:
 
     with raw_upstream(answer) as upstream:
         proxy = harness.start_proxy(str(upstream.port))
-        with H2Client(harness, proxy.port) as client:
+        with EventClient(harness, proxy.port) as client:
             response = client.response(client.request(b"GET", b"/"))
     kinds = [type(e).__name__ for e in response.events]
     assert kinds[:2] == ["InformationalResponseReceived", "ResponseReceived"]
@@ -620,7 +614,7 @@ def ws_parse(data: bytes) -> tuple[int, bytes, bytes] | None:
     return opcode, data[offset : offset + length], data[offset + length :]
 
 
-def extended_connect(client: H2Client, path: bytes = b"/") -> int:
+def extended_connect(client: EventClient, path: bytes = b"/") -> int:
     # RFC 8441 3: the client waits for SETTINGS_ENABLE_CONNECT_PROTOCOL before using it.
     client.until(lambda e: isinstance(e, h2.events.RemoteSettingsChanged))
     assert client.h2.remote_settings.enable_connect_protocol == 1
@@ -642,7 +636,7 @@ def extended_connect(client: H2Client, path: bytes = b"/") -> int:
 
 def test_websocket_over_h2_echoes_and_closes(harness: Harness) -> None:
     proxy = harness.start_proxy(str(harness.upstream.ws_port))
-    with H2Client(harness, proxy.port) as client:
+    with EventClient(harness, proxy.port) as client:
         stream_id = extended_connect(client)
         [*_, opened] = client.until(lambda e: isinstance(e, h2.events.ResponseReceived))
         headers = dict(opened.headers or [])
@@ -692,7 +686,7 @@ def test_websocket_over_h2_to_a_server_that_does_not_switch(harness: Harness) ->
 
     with raw_upstream(answer) as upstream:
         proxy = harness.start_proxy(str(upstream.port))
-        with H2Client(harness, proxy.port) as client:
+        with EventClient(harness, proxy.port) as client:
             stream_id = extended_connect(client)
             response = client.response(stream_id, timeout=5)
             assert response.reset is None
@@ -913,7 +907,7 @@ class RawH2:
 def test_graceful_stop_lets_the_stream_in_flight_finish(harness: Harness) -> None:
     proxy = harness.start_proxy(str(harness.upstream.port))
     authority = f"localhost:{proxy.port}".encode()
-    with tls_socket(harness, proxy.port) as sock:
+    with tls_socket(proxy.port, harness.ca_file) as sock:
         raw = RawH2(sock)
 
         def request(stream_id: int, path: bytes) -> None:
@@ -970,7 +964,7 @@ def test_slow_reader_gets_a_big_download_while_devtls_buffers_little(harness: Ha
     size = 20 * MiB
     step = 16 * 1024
     settings = {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: step}
-    with H2Client(harness, proxy.port, settings=settings, auto_ack=False) as client:
+    with EventClient(harness, proxy.port, settings=settings, auto_ack=False) as client:
         stream_id = client.request(b"GET", f"/bytes/{size}".encode())
         body = bytearray()
         unacked = 0
@@ -1069,7 +1063,7 @@ def test_upload_to_a_slow_upstream_holds_back_window_updates(harness: Harness) -
     thread.start()
     try:
         proxy = harness.start_proxy(str(listener.getsockname()[1]))
-        with H2Client(harness, proxy.port) as client:
+        with EventClient(harness, proxy.port) as client:
             client.until(lambda e: isinstance(e, h2.events.RemoteSettingsChanged))
             stream_id = client.request(
                 b"PUT", b"/upload", [(b"content-length", str(size).encode())], end=False
