@@ -23,7 +23,7 @@ from hyperframe.frame import GoAwayFrame
 
 from devtls.config import Upstream
 from devtls.errors import ProtocolError
-from devtls.proxy import h2fields
+from devtls.proxy import forwarding, h2fields
 from devtls.proxy.certs import peer_of, tls_of
 from devtls.proxy.flow import (
     ANSWERS_WAIT,
@@ -35,7 +35,6 @@ from devtls.proxy.flow import (
 )
 from devtls.proxy.forwarding import ClientSide
 from devtls.proxy.h2stream import H2Stream
-from devtls.proxy.http1 import BodyKind
 from devtls.proxy.state import ServerState
 from devtls.proxy.timer import LazyTimer
 
@@ -238,10 +237,7 @@ class H2Connection(FlowControlled):
             self.log(f"{self.client_ip} bad request: {exc.message} -> {exc.status_hint}")
             stream.exchange.refuse(exc)
             return
-        bodiless = head.body is BodyKind.NONE or (
-            head.body is BodyKind.LENGTH and head.content_length == 0
-        )
-        stream.start(head, bodiless)
+        stream.start(head, forwarding.request_is_bodiless(head))
 
     def _data_received(self, event: h2.events.DataReceived) -> None:
         stream_id = event.stream_id
