@@ -41,6 +41,8 @@ class RawUpstream:
     host: str = "127.0.0.1"
     seen: list[Seen] = field(default_factory=list)
     connections: int = 0
+    # Request heads parsed so far, their bodies complete or not.
+    heads: int = 0
     errors: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -90,6 +92,8 @@ class RawUpstream:
                     continue
                 if isinstance(event, h11.Request):
                     current = Seen(number, event.method, event.target, list(event.headers), b"")
+                    with self.lock:
+                        self.heads += 1
                 elif isinstance(event, h11.Data) and current is not None:
                     current.body += event.data
                 elif isinstance(event, h11.EndOfMessage) and current is not None:
