@@ -14,6 +14,7 @@ echo server. The figures:
   new conn/s        requests with "Connection: close": a full TLS handshake each
   CPU us/hs         the proxy's CPU time per full handshake (openssl s_time -new, one request each)
   resumed/s         reconnects resuming the TLS session (openssl s_time -reuse), one at a time
+  CPU us/resumed    the proxy's CPU time per resumed reconnect (one request each)
   16KiB/s           keep-alive requests for the 16 KiB file
   WS rt/s           websocket echo round trips (20 connections, Python client)
   MB/s              one 100 MB download with curl, over HTTP/1.1
@@ -398,8 +399,11 @@ def measure(name: str, start: Callable[[bool], subprocess.Popen[bytes]], seconds
         handshakes, _ = s_time(port, seconds, "-new")
         used = cpu_seconds(proxy.pid) - cpu
         result.figures["CPU us/hs"] = used / handshakes * 1e6 if handshakes else float("nan")
+        cpu = cpu_seconds(proxy.pid)
         resumed, took = s_time(port, seconds, "-reuse")
+        used = cpu_seconds(proxy.pid) - cpu
         result.figures["resumed/s"] = resumed / took
+        result.figures["CPU us/resumed"] = used / resumed * 1e6 if resumed else float("nan")
         result.figures["16KiB/s"] = wrk(base + "/16k", seconds)[0]
         # HTTP/1.1 for all: curl would take h2 where a peer offers it (devtls, Caddy).
         download = sh("curl", "-sk", "--http1.1", "-o", "/dev/null", "-w",
@@ -453,7 +457,7 @@ def main() -> int:
             for process in upstream:
                 stop(process)
     columns = ["req/s", "p50 ms", "p99 ms", "CPU us/req", "new conn/s", "CPU us/hs", "resumed/s",
-               "16KiB/s", "WS rt/s", "MB/s", "KiB/idle conn"]  # fmt: skip
+               "CPU us/resumed", "16KiB/s", "WS rt/s", "MB/s", "KiB/idle conn"]  # fmt: skip
     print(f"{'proxy, TLS':24}" + "".join(f"{c:>15}" for c in columns))
     reference = results.get("nginx")
     for name, result in results.items():

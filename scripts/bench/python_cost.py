@@ -26,6 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for tests/proxy/fakes.py
 
 from devtls.ca import LocalCA
+from devtls.proxy import upstream as upstream_module
 from devtls.proxy.certs import CertificateSource
 from devtls.proxy.h1 import H1Connection
 from devtls.proxy.h2 import H2Connection
@@ -148,19 +149,28 @@ def h2_library_alone(rounds: int) -> float:
     return (time.perf_counter() - started) / rounds
 
 
-async def per_connection(rounds: int, context: ssl.SSLContext, *, forwarder: bool) -> float:
-    """Server-side seconds per connection (the client's own work is not counted)."""
+async def per_connection(
+    rounds: int, context: ssl.SSLContext, *, forwarder: bool, resume: bool = False
+) -> float:
+    """Server-side seconds per connection (the client's own work is not counted).
+
+    With ``resume``, every connection but the first resumes the session of the one before
+    (a TLS 1.3 ticket, as ``openssl s_time -reuse`` does).
+    """
     loop = asyncio.get_running_loop()
     state, upstream = server_with_pooled_upstream()
     client_context = ssl.create_default_context()
     client_context.check_hostname = False
     client_context.verify_mode = ssl.CERT_NONE
     client_time = 0.0
+    session: ssl.SSLSession | None = None
     started = time.perf_counter()
     for _ in range(rounds):
         c_in, c_out = ssl.MemoryBIO(), ssl.MemoryBIO()
         tick = time.perf_counter()
-        client = client_context.wrap_bio(c_in, c_out, server_hostname="localhost")
+        client = client_context.wrap_bio(
+            c_in, c_out, server_hostname="localhost", session=session if resume else None
+        )
         _step(client.do_handshake)
         hello = c_out.read()
         client_time += time.perf_counter() - tick
@@ -202,6 +212,9 @@ async def per_connection(rounds: int, context: ssl.SSLContext, *, forwarder: boo
         c_in.write(answer)
         if not _read_all(client).endswith(b"ok"):
             raise RuntimeError("no answer over TLS")
+        if resume and session is not None and not client.session_reused:
+            raise RuntimeError("the session was not resumed")
+        session = client.session
         client_time += time.perf_counter() - tick
     return (time.perf_counter() - started - client_time) / rounds
 
@@ -225,23 +238,56 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=50000)
     parser.add_argument("--connections", type=int, default=2000)
+    parser.add_argument(
+        "--only",
+        choices=["resumed", "bare-resumed"],
+        help="measure only this (e.g. under valgrind --tool=callgrind, which counts instructions)",
+    )
+    parser.add_argument(
+        "--leaf-dir",
+        type=Path,
+        help="keep the RSA leaf here and reuse it: a new key costs a random number of instructions",
+    )
     args = parser.parse_args()
+    # One pooled upstream connection serves every round: it must not age out of the pool when
+    # the rounds run slowly (under valgrind, 50 times slower).
+    upstream_module.UPSTREAM_IDLE_SECONDS = float("inf")
     with tempfile.TemporaryDirectory() as tmp:
-        leaf = LocalCA.generate().issue("localhost", key_type="rsa")
-        cert, key = Path(tmp) / "leaf.pem", Path(tmp) / "leaf-key.pem"
-        leaf.write_pem(cert, key)
+        folder = args.leaf_dir or Path(tmp)
+        cert, key = folder / "leaf.pem", folder / "leaf-key.pem"
+        if not cert.exists():
+            LocalCA.generate().issue("localhost", key_type="rsa").write_pem(cert, key)
         context = CertificateSource(names=(), ca=None, cert_file=cert, key_file=key).default_context
+        if args.only is not None:
+            resumed = asyncio.run(
+                per_connection(
+                    args.connections, context, forwarder=args.only == "resumed", resume=True
+                )
+            )
+            print(f"per resumed TLS connection ({args.only}): {resumed * 1e6:7.1f} us")
+            return 0
         request = asyncio.run(per_request(args.requests))
         h2_request = asyncio.run(per_h2_request(args.requests))
         h2_alone = h2_library_alone(args.requests)
         bare = asyncio.run(per_connection(args.connections, context, forwarder=False))
         full = asyncio.run(per_connection(args.connections, context, forwarder=True))
+        bare_resumed = asyncio.run(
+            per_connection(args.connections, context, forwarder=False, resume=True)
+        )
+        resumed = asyncio.run(
+            per_connection(args.connections, context, forwarder=True, resume=True)
+        )
     print(f"per keep-alive request, devtls's Python:       {request * 1e6:7.1f} us")
     print(f"per HTTP/2 stream, devtls's Python:             {h2_request * 1e6:7.1f} us")
     print(f"  of which the h2 library alone:                {h2_alone * 1e6:7.1f} us")
     print(f"per TLS connection, bare ssl.SSLObject:         {bare * 1e6:7.1f} us")
     print(f"per TLS connection, through devtls:             {full * 1e6:7.1f} us")
     print(f"  devtls's share of a connection:               {(full - bare) * 1e6:7.1f} us")
+    print(f"per resumed TLS connection, bare ssl.SSLObject: {bare_resumed * 1e6:7.1f} us")
+    print(f"per resumed TLS connection, through devtls:     {resumed * 1e6:7.1f} us")
+    print(
+        f"  devtls's share of a resumed connection:       {(resumed - bare_resumed) * 1e6:7.1f} us"
+    )
     return 0
 
 
