@@ -303,11 +303,22 @@ def listen_error(address: Address, exc: OSError) -> DevtlsError:
             f"{address.port + 1})",
         )
     if exc.errno == errno.EACCES:
-        return DevtlsError(
-            f"cannot listen on {address}: permission denied",
-            "ports below 1024 need privileges; use a port like 8443",
-        )
+        return DevtlsError(f"cannot listen on {address}: permission denied", _privileged_hint())
     return DevtlsError(f"cannot listen on {address}: {exc.strerror or exc}")
+
+
+def _privileged_hint() -> str:
+    """What lets a user open a port below 1024 here (macOS allows it since 10.14 and
+    Windows always, so a refusal there is a firewall's or another program's)."""
+    if sys.platform != "linux":
+        return "ports below 1024 need privileges here; use a port like 8443"
+    # setcap needs the file itself, not the venv's symlink to it.
+    python = os.path.realpath(sys.executable)
+    return (
+        "on Linux ports below 1024 need privileges: run devtls as root, or allow them to every "
+        "user (sudo sysctl net.ipv4.ip_unprivileged_port_start=443), or to this Python "
+        f"(sudo setcap cap_net_bind_service=+ep {python}), or keep the default port 8443"
+    )
 
 
 def _banner(config: ServeConfig, port: int) -> list[str]:
