@@ -303,15 +303,25 @@ def listen_error(address: Address, exc: OSError) -> DevtlsError:
             f"{address.port + 1})",
         )
     if exc.errno == errno.EACCES:
-        return DevtlsError(f"cannot listen on {address}: permission denied", _privileged_hint())
+        return DevtlsError(
+            f"cannot listen on {address}: permission denied", _permission_hint(address.port)
+        )
     return DevtlsError(f"cannot listen on {address}: {exc.strerror or exc}")
 
 
-def _privileged_hint() -> str:
-    """What lets a user open a port below 1024 here (macOS allows it since 10.14 and
-    Windows always, so a refusal there is a firewall's or another program's)."""
+def _permission_hint(port: int) -> str:
+    """What lets this user open ``port`` here: ports below 1024 are privileged on Linux, and
+    on macOS before 10.14; Windows has none, but refuses a port another program holds
+    exclusively or one it reserves."""
+    if sys.platform == "win32":
+        return (
+            "another program holds the port, or Windows reserves it (netsh interface ipv4 show "
+            "excludedportrange protocol=tcp); choose another port, like 8443"
+        )
+    if port >= 1024:
+        return "choose another port, like 8443"
     if sys.platform != "linux":
-        return "ports below 1024 need privileges here; use a port like 8443"
+        return "ports below 1024 need root here (macOS before 10.14); use sudo or a port like 8443"
     # setcap needs the file itself, not the venv's symlink to it.
     python = os.path.realpath(sys.executable)
     return (

@@ -24,17 +24,33 @@ CHOICES = (
 )
 
 
-def test_permission_denied_names_the_choices() -> None:
-    error = listen_error(Address("127.0.0.1", 443), OSError(errno.EACCES, "Permission denied"))
-    line = str(error)
-    assert "cannot listen on 127.0.0.1:443: permission denied" in line
+DENIED = OSError(errno.EACCES, "Permission denied")
+
+
+def test_permission_denied_on_linux_names_the_choices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "platform", "linux")
+    line = str(listen_error(Address("127.0.0.1", 443), DENIED))
+    assert line.startswith("cannot listen on 127.0.0.1:443: permission denied; ")
     assert "\n" not in line
-    if sys.platform == "linux":
-        for choice in CHOICES:
-            assert choice in line
-        assert os.path.realpath(sys.executable) in line
-    else:
-        assert "8443" in line
+    for choice in CHOICES:
+        assert choice in line
+    assert os.path.realpath(sys.executable) in line
+    # Above 1024 it is not the port's privilege that is missing.
+    line = str(listen_error(Address("127.0.0.1", 8443), DENIED))
+    assert "sysctl" not in line
+    assert "another port" in line
+
+
+@pytest.mark.parametrize(
+    ("platform", "words"), [("darwin", "macOS before 10.14"), ("win32", "excludedportrange")]
+)
+def test_permission_denied_elsewhere_says_what_it_means_there(
+    monkeypatch: pytest.MonkeyPatch, platform: str, words: str
+) -> None:
+    monkeypatch.setattr(sys, "platform", platform)
+    line = str(listen_error(Address("127.0.0.1", 443), DENIED))
+    assert words in line
+    assert "sysctl" not in line
 
 
 def unprivileged_port_start() -> int:
