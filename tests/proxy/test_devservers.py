@@ -295,3 +295,13 @@ def test_webpack_dev_server_sockets_dial_its_own_port_without_the_line(
         assert wait_for(lambda: curl_status(session_ca_dir, front, "/main.js")[0] == "200", 30)
         bundle = curl_status(session_ca_dir, front, "/main.js")[1]
         assert f"port={port}" in bundle
+
+
+def test_the_readme_shows_these_recipes() -> None:
+    """What the tests above run is what the README tells users, line for line."""
+    readme = (Path(__file__).parent.parent.parent / "README.md").read_text()
+    assert VITE_ALLOWED_HOSTS in readme
+    assert WEBPACK_CONFIG.format(lines=WEBPACK_SOCKET_LINE) in readme
+    assert f"```js\n{WEBPACK_ALLOWED_LINE}```" in readme
+    for port in (5173, 8080):
+        assert f"devtls serve --route '{NAME}={port}' --host-header upstream" in readme

@@ -227,3 +227,16 @@ def test_a_websocket_handshake_through_devtls_with_the_rewrite(harness: Harness)
     assert own["origin"] == f"http://localhost:{port}"
     assert foreign["origin"] == "https://evil.test"
     assert own["x-forwarded-host"] == f"app.test:{proxy.port}"
+
+
+def test_the_readmes_devtls_toml_is_valid(tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent.parent / "README.md").read_text()
+    example = readme.split("holds the same settings, with the long option names:\n\n```toml\n")[1]
+    (tmp_path / "devtls.toml").write_text(example.split("```")[0])
+    config = build_config(ServeOptions(), cwd=tmp_path)
+    chosen = {str(r): r.upstream.host_header for r in config.routes}
+    assert chosen == {
+        "app.test -> http://localhost:5173": "client",
+        "app.test/api -> http://localhost:8000": "client",
+        "admin.test -> http://localhost:4200": "upstream",
+    }
