@@ -30,6 +30,11 @@ __all__ = ["DEFAULT_LISTEN", "DEFAULT_NAMES", "ServeConfig", "ServeOptions", "bu
 
 DEFAULT_CONFIG_FILE = "devtls.toml"
 
+# Which Host an upstream is sent: the browser's (as nginx and Caddy do), or the upstream's own
+# address (http-proxy's changeOrigin), which dev servers' host checks accept unconfigured.
+HostHeader = Literal["client", "upstream"]
+HOST_HEADERS: tuple[HostHeader, ...] = ("client", "upstream")
+
 
 @dataclass(frozen=True)
 class Address:
@@ -64,6 +69,8 @@ class Upstream:
     base_path: str = ""
     # The built-in demo gets the TLS details of the client connection as headers.
     wants_tls_info: bool = False
+    # "upstream": Host names the upstream (the browser's goes in X-Forwarded-Host).
+    host_header: HostHeader = "client"
 
     def __str__(self) -> str:
         if self.scheme == "unix":
@@ -156,6 +163,9 @@ class ServeConfig:
     listen: Address = field(default_factory=lambda: parse_address(DEFAULT_LISTEN))
     upstream: Upstream | None = None
     routes: tuple[Route, ...] = ()
+    # What UPSTREAM and the routes without their own setting were given (routes added
+    # while running get it too).
+    host_header: HostHeader = "client"
     names: tuple[str, ...] = DEFAULT_NAMES
     redirect_http: Address | None = None
     cert_file: Path | None = None
@@ -232,8 +242,24 @@ def _check_ip(host: str, what: str, text: str) -> None:
         raise ConfigError(f"{what}: {text!r} is not an IPv6 address") from None
 
 
-def parse_upstream(text: str, what: str = "UPSTREAM") -> Upstream:
+def parse_upstream(
+    text: str, what: str = "UPSTREAM", *, host_header: HostHeader = "client"
+) -> Upstream:
     """``3000``, ``host:port``, ``http(s)://host[:port][/path]`` or ``unix:/path.sock``."""
+    return replace(_parse_upstream(text, what), host_header=check_host_header(host_header))
+
+
+def check_host_header(value: object, what: str = "--host-header") -> HostHeader:
+    for choice in HOST_HEADERS:
+        if value == choice:
+            return choice
+    raise ConfigError(
+        f"{what} {value!r} is neither 'client' nor 'upstream'",
+        "'client' passes the browser's Host, 'upstream' sends the upstream's address",
+    )
+
+
+def _parse_upstream(text: str, what: str) -> Upstream:
     text = text.strip()
     if not text:
         raise ConfigError(f"{what} is empty", "use a port like 3000, host:port, a URL or unix:PATH")
@@ -273,7 +299,7 @@ def parse_upstream(text: str, what: str = "UPSTREAM") -> Upstream:
     )
 
 
-def parse_route(text: str) -> Route:
+def parse_route(text: str, *, host_header: HostHeader = "client") -> Route:
     """``HOST[/PATH]=UPSTREAM``; HOST may be a wildcard (``*.app.test``) or ``*`` for any."""
     target, sep, upstream_text = text.partition("=")
     if not sep or not target.strip() or not upstream_text.strip():
@@ -298,7 +324,27 @@ def parse_route(text: str) -> Route:
         host = name.value
     else:
         raise ConfigError(f"--route {text!r} names no host", "use '*' to match every host")
-    return Route(host, path, parse_upstream(upstream_text, f"--route {text!r}"))
+    upstream = parse_upstream(upstream_text, f"--route {text!r}", host_header=host_header)
+    return Route(host, path, upstream)
+
+
+_ROUTE_TABLE_KEYS = frozenset({"route", "host_header"})
+
+
+def route_setting(item: object, host_header: HostHeader) -> Route:
+    """One entry of ``routes``: ``"HOST[/PATH]=UPSTREAM"``, or a table of that ``route`` and
+    its own ``host_header`` (``{ route = "app.test=5173", host_header = "upstream" }``)."""
+    if not isinstance(item, dict):
+        return parse_route(str(item), host_header=host_header)
+    unknown = set(item) - _ROUTE_TABLE_KEYS
+    text = item.get("route")
+    if unknown or not isinstance(text, str):
+        raise ConfigError(
+            f"routes: {item!r} is not a route table",
+            'e.g. { route = "app.test=5173", host_header = "upstream" }',
+        )
+    own = item.get("host_header", host_header)
+    return parse_route(text, host_header=check_host_header(own, f"routes: {text!r}: host_header"))
 
 
 # RFC 7301 3.1: a protocol name is 1 to 255 bytes. A list longer than this is a mistake.
@@ -445,10 +491,14 @@ def build_config(options: ServeOptions, cwd: Path | None = None) -> ServeConfig:
             "HTTP mode offers h2 and http/1.1; add --tcp or drop --alpn",
         )
     upstream, redirect = values["upstream"], values["redirect_http"]
+    host_header = check_host_header(values["host_header"])
     config = ServeConfig(
         listen=parse_address(str(values["listen"])),
-        upstream=parse_upstream(str(upstream)) if upstream is not None else None,
-        routes=tuple(parse_route(str(r)) for r in values["routes"]),
+        upstream=(
+            parse_upstream(str(upstream), host_header=host_header) if upstream is not None else None
+        ),
+        routes=tuple(route_setting(r, host_header) for r in values["routes"]),
+        host_header=host_header,
         names=tuple(str(n) for n in names),
         redirect_http=parse_address(str(redirect), "--redirect-http") if redirect else None,
         cert_file=Path(cert) if cert is not None else None,

@@ -99,6 +99,15 @@ SETTINGS: tuple[Setting, ...] = (
         default=(),
     ),
     Setting(
+        "host_header",
+        "The Host sent upstream: 'client' (the browser's) or 'upstream' (its address; "
+        "dev servers' host checks accept it). For UPSTREAM and every route without its own.",
+        "--host-header",
+        metavar="client|upstream",
+        toml="host_header",
+        default="client",
+    ),
+    Setting(
         "redirect_http",
         "Also redirect plain HTTP there to https.",
         "--redirect-http",

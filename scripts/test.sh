@@ -21,6 +21,28 @@ if ((${#missing[@]})); then
         --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The dev servers the browser tests put devtls in front of (Vite, webpack-dev-server), pinned
+# in tests/devservers/package-lock.json and installed there when missing or when the lock
+# changed. Debian's nodejs package ships no npm (its npm package does); Vite needs Node
+# 20.19 or later.
+devservers=tests/devservers
+if ! command -v npm >/dev/null; then
+    as_root=()
+    [[ $(id -u) -eq 0 ]] || as_root=(sudo)
+    "${as_root[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq \
+        --no-install-recommends npm >/dev/null
+fi
+if ! node -e 'const [a, b] = process.versions.node.split(".").map(Number);
+    process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)'; then
+    echo "test.sh: Node $(node --version) is older than the dev servers need (20.19):" \
+        "install Node 20.19 or later (nodejs.org or NodeSource)" >&2
+    [[ ${CI:-} == true ]] && exit 1
+elif [[ ! -f $devservers/node_modules/.package-lock.json ||
+    $devservers/package-lock.json -nt $devservers/node_modules/.package-lock.json ]]; then
+    npm ci --prefix "$devservers" --no-audit --no-fund --loglevel=error
+fi
+
 [[ -x .venv/bin/python ]] || python3 -m venv .venv
 py=.venv/bin/python
 # With a C compiler, the editable install compiles the core (setup.py) into the source tree:

@@ -21,6 +21,7 @@ EXAMPLES = {
     "names": (("a.test",), ["a.test"]),
     "routes": (("b.test=3001",), ["b.test=3001"]),
     "redirect_http": ("127.0.0.1:8080", "127.0.0.1:8080"),
+    "host_header": ("upstream", "upstream"),
     "quiet": (True, True),
     "workers": (2, 2),
     # The file says the opposite of the flag: --http1-only is http2 = false.

@@ -4,6 +4,10 @@ Framing is never passed through: it is written from what ``http1`` parsed, so no
 client or an upstream names in ``Connection`` can leave a body unframed, and no two parsers
 can disagree about where a message ends. Fields devtls asserts (``Host``, ``X-Forwarded-*``,
 ``Forwarded``, ``X-Devtls-*``) are set by devtls alone.
+
+An upstream with ``host_header = "upstream"`` is sent its own address as ``Host`` (what a
+dev server's host check accepts unconfigured) and the browser's in ``X-Forwarded-Host`` and
+``Forwarded: host=``.
 """
 
 from __future__ import annotations
@@ -70,9 +74,36 @@ def request_host(head: RequestHead, client: ClientSide, upstream: Upstream) -> b
             name = None
         if name is not None:
             return name.encode("ascii")
+    return upstream_host(upstream)
+
+
+def upstream_host(upstream: Upstream) -> bytes:
+    """The upstream's own address as a Host: ``localhost:5173``, ``[::1]:3000``; a default
+    port is left out (``example.test`` for https on 443); a unix socket is ``localhost``."""
     if upstream.scheme == "unix":
         return b"localhost"
-    return upstream.authority.encode("ascii")
+    host = upstream.host.encode("ascii")
+    if b":" in host:
+        host = b"[%s]" % host
+    default = 443 if upstream.scheme == "https" else 80
+    return host if upstream.port == default else b"%s:%d" % (host, upstream.port)
+
+
+def upstream_origin(origin: bytes, browser_host: bytes, upstream: Upstream) -> bytes:
+    """The Origin of a WebSocket handshake sent to an upstream that is sent its own Host.
+
+    A page's own Origin (``https://`` and the Host the browser asked for) becomes the
+    upstream's origin, which the dev server compares with its Host (webpack-dev-server
+    refuses the HMR socket otherwise); any other Origin goes as it came, so the upstream
+    still refuses sockets opened by other sites.
+    """
+    own = browser_host.lower()
+    if own.endswith(b":443"):
+        own = own[:-4]
+    if origin.lower() != b"https://" + own:
+        return origin
+    scheme = b"https" if upstream.scheme == "https" else b"http"
+    return b"%s://%s" % (scheme, upstream_host(upstream))
 
 
 def upstream_request_head(
@@ -81,14 +112,19 @@ def upstream_request_head(
     """The request head for the upstream: origin-form ``target``, HTTP/1.1, reframed."""
     tokens = head.connection_tokens
     host = request_host(head, client, upstream)
-    headers: Headers = [(b"Host", host)]
+    own_host = upstream.host_header == "upstream"
+    headers: Headers = [(b"Host", upstream_host(upstream) if own_host else host)]
+    # Only a handshake's: Next.js compares a request's Origin with X-Forwarded-Host.
+    rewrite_origin = own_host and head.upgrade is not None
     forwarded_for = b""
     forwarded = b""
     for name, value in head.headers:
         lower = name.lower()
         if lower in tokens:
             continue  # hop-by-hop: named in Connection
-        if lower == b"x-forwarded-for":
+        if rewrite_origin and lower == b"origin":
+            headers.append((name, upstream_origin(value, host, upstream)))
+        elif lower == b"x-forwarded-for":
             forwarded_for = forwarded_for + b", " + value if forwarded_for else value
         elif lower == b"forwarded":
             forwarded = forwarded + b", " + value if forwarded else value

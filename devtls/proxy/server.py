@@ -304,10 +304,31 @@ def listen_error(address: Address, exc: OSError) -> DevtlsError:
         )
     if exc.errno == errno.EACCES:
         return DevtlsError(
-            f"cannot listen on {address}: permission denied",
-            "ports below 1024 need privileges; use a port like 8443",
+            f"cannot listen on {address}: permission denied", _permission_hint(address.port)
         )
     return DevtlsError(f"cannot listen on {address}: {exc.strerror or exc}")
+
+
+def _permission_hint(port: int) -> str:
+    """What lets this user open ``port`` here: ports below 1024 are privileged on Linux, and
+    on macOS before 10.14; Windows has none, but refuses a port another program holds
+    exclusively or one it reserves."""
+    if sys.platform == "win32":
+        return (
+            "another program holds the port, or Windows reserves it (netsh interface ipv4 show "
+            "excludedportrange protocol=tcp); choose another port, like 8443"
+        )
+    if port >= 1024:
+        return "choose another port, like 8443"
+    if sys.platform != "linux":
+        return "ports below 1024 need root here (macOS before 10.14); use sudo or a port like 8443"
+    # setcap needs the file itself, not the venv's symlink to it.
+    python = os.path.realpath(sys.executable)
+    return (
+        "on Linux ports below 1024 need privileges: run devtls as root, or allow them to every "
+        "user (sudo sysctl net.ipv4.ip_unprivileged_port_start=443), or to this Python "
+        f"(sudo setcap cap_net_bind_service=+ep {python}), or keep the default port 8443"
+    )
 
 
 def _banner(config: ServeConfig, port: int) -> list[str]:

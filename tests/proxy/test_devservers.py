@@ -1,0 +1,307 @@
+"""Real dev servers behind ``devtls serve``, in headless Chromium: the README's recipes.
+
+Vite and webpack-dev-server (the versions pinned in tests/devservers/package.json, which
+scripts/test.sh installs with ``npm ci``) serve a page at ``https://app.test:PORT`` through
+devtls; the test edits a module and the update must arrive over the page's wss:// socket as
+hot module replacement: the page changes without loading again. Each recipe is run both
+ways: ``--host-header upstream`` with no dev-server setting for the host, and the browser's
+Host with the dev server's allowed-hosts line. Without either, the dev server refuses the
+name, which is why the recipes exist.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import IN_CI, require_tool, run, wait_for
+from tests.proxy.cdp import Page, chromium_page
+from tests.proxy.test_serve_cli import free_port, serving
+
+DEVSERVERS = Path(__file__).parent.parent / "devservers"
+NAME = "app.test"
+
+# A page whose text comes from a module that accepts its own updates; sessionStorage counts
+# the page's loads, so a full reload (what a dev server falls back to when HMR fails) shows.
+INDEX_HTML = """<!doctype html>
+<html><head><meta charset="utf-8"><title>hmr</title></head>
+<body><p id="app">loading</p><script type="module" src="/src/main.js"></script></body></html>
+"""
+COUNT_LOADS = "sessionStorage.loads = String(Number(sessionStorage.loads || 0) + 1);\n"
+VITE_MAIN = COUNT_LOADS + "import './message.js';\n"
+VITE_MESSAGE = """document.getElementById('app').textContent = 'version {n}';
+if (import.meta.hot) import.meta.hot.accept();
+"""
+WEBPACK_INDEX_HTML = INDEX_HTML.replace('type="module" src="/src/main.js"', 'src="/main.js"')
+WEBPACK_MAIN = (
+    COUNT_LOADS
+    + """import { message } from './message.js';
+const render = () => { document.getElementById('app').textContent = message; };
+render();
+if (module.hot) module.hot.accept('./message.js', render);
+"""
+)
+WEBPACK_MESSAGE = "export const message = 'version {n}';\n"
+
+# The README's lines, exactly.
+VITE_ALLOWED_HOSTS = """import { defineConfig } from 'vite'
+
+export default defineConfig({
+  server: { allowedHosts: ['app.test'] },
+})
+"""
+WEBPACK_CONFIG = """module.exports = {{
+  mode: 'development',
+  devServer: {{
+{lines}  }},
+}};
+"""
+WEBPACK_SOCKET_LINE = "    client: { webSocketURL: 'auto://0.0.0.0:0/ws' },\n"
+WEBPACK_ALLOWED_LINE = "    allowedHosts: ['app.test'],\n"
+
+
+def node_bin(name: str) -> Path:
+    """A dev server's command from tests/devservers; in CI its absence fails the test."""
+    require_tool("node")
+    path = DEVSERVERS / "node_modules" / ".bin" / name
+    if not path.exists():
+        message = f"{name} is not installed (scripts/test.sh runs npm ci in tests/devservers)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def project(folder: Path, files: dict[str, str]) -> Path:
+    """A user's project: these files, and the pinned packages as its node_modules."""
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    (folder / "node_modules").symlink_to(DEVSERVERS / "node_modules", target_is_directory=True)
+    return folder
+
+
+@contextmanager
+def dev_server(command: list[str | Path], cwd: Path, port: int) -> Iterator[list[str]]:
+    """A dev server on ``localhost:port``, its output collected; stopped with its children."""
+    log = cwd / "devserver.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [str(c) for c in command],
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "BROWSER": "none", "NO_COLOR": "1", "FORCE_COLOR": "0"},
+            start_new_session=True,
+        )
+    try:
+
+        def listening() -> bool:
+            for host in ("127.0.0.1", "::1"):
+                try:
+                    socket.create_connection((host, port), timeout=1).close()
+                    return True
+                except OSError:
+                    pass
+            return process.poll() is not None
+
+        assert wait_for(listening, 60), log.read_text()
+        assert process.poll() is None, log.read_text()
+        yield [log.read_text()]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+
+
+@contextmanager
+def devtls_in_front(
+    session_ca_dir: Path, port: int, *extra: str, name: str = NAME
+) -> Iterator[int]:
+    """``devtls serve --route NAME=PORT`` on a free loopback port; yields that port."""
+    with serving(
+        "--listen", "127.0.0.1:0", "--route", f"{name}={port}", *extra, caroot=session_ca_dir
+    ) as (process, lines):
+        assert process.poll() is None, lines
+        match = re.search(rf"https://{re.escape(name)}:(\d+)", "\n".join(lines))
+        assert match, lines
+        yield int(match.group(1))
+
+
+def hot_update(
+    page: Page, name: str, port: int, message_file: Path, message: str, connected: str
+) -> None:
+    """Load ``https://name:port/``, edit ``message_file``, see the page change, not reload."""
+    page.call("Page.navigate", url=f"https://{name}:{port}/")
+    text = "document.getElementById('app') && document.getElementById('app').textContent"
+    assert page.until(lambda: page.evaluate(text) == "version 1"), page.console()
+    # The edit must come once the dev server's socket is open, or it is no update.
+    assert page.until(lambda: any(connected in line for line in page.console())), page.console()
+    sockets = page.websockets()
+    assert sockets, "the page opened no WebSocket"
+    assert all(s.startswith(f"wss://{name}:{port}/") for s in sockets), sockets
+    message_file.write_text(message.format(n=2))
+    assert page.until(lambda: page.evaluate(text) == "version 2"), page.console()
+    assert page.evaluate("sessionStorage.loads") == "1", "the page loaded again: no HMR"
+
+
+def curl_status(session_ca_dir: Path, port: int, path: str = "/") -> tuple[str, str]:
+    curl = require_tool("curl")
+    result = run(
+        curl, "-sS", "--cacert", session_ca_dir / "rootCA.pem", "--resolve",
+        f"{NAME}:{port}:127.0.0.1", "-w", "\n%{http_code}", f"https://{NAME}:{port}{path}",
+    )  # fmt: skip
+    body, _, status = result.stdout.rpartition("\n")
+    return status, body
+
+
+# -- Vite ------------------------------------------------------------------------------------
+
+
+def vite_project(folder: Path, *, config: str | None = None) -> Path:
+    files = {"index.html": INDEX_HTML, "src/main.js": VITE_MAIN}
+    files["src/message.js"] = VITE_MESSAGE.format(n=1)
+    if config is not None:
+        files["vite.config.js"] = config
+    return project(folder, files)
+
+
+# Each way: the name, devtls's flags, and the dev server's settings. NAME.localhost (what
+# `devtls run` serves) passes the dev servers' checks by itself; the Host rewrite is what
+# keeps webpack-dev-server's Origin check passing for it.
+UPSTREAM_HOST = ["--host-header", "upstream"]
+WAYS = ["host-header-upstream", "allowed-hosts", "localhost-name"]
+
+
+@pytest.mark.parametrize(
+    ("name", "devtls_args", "config"),
+    [
+        (NAME, UPSTREAM_HOST, None),
+        (NAME, [], VITE_ALLOWED_HOSTS),
+        ("app.localhost", UPSTREAM_HOST, None),
+    ],
+    ids=WAYS,
+)
+def test_vite_hmr_over_wss(
+    session_ca_dir: Path, tmp_path: Path, name: str, devtls_args: list[str], config: str | None
+) -> None:
+    vite = node_bin("vite")
+    app = vite_project(tmp_path / "app", config=config)
+    port = free_port()
+    with (
+        dev_server([vite, "--port", str(port), "--strictPort"], app, port),
+        devtls_in_front(session_ca_dir, port, *devtls_args, name=name) as front,
+        chromium_page(tmp_path / "home", session_ca_dir / "rootCA.pem", resolve=(NAME,)) as page,
+    ):
+        hot_update(page, name, front, app / "src/message.js", VITE_MESSAGE, "[vite] connected.")
+        assert any("[vite] hot updated: /src/message.js" in line for line in page.console())
+
+
+def test_vite_refuses_the_name_without_either(session_ca_dir: Path, tmp_path: Path) -> None:
+    vite = node_bin("vite")
+    app = vite_project(tmp_path / "app")
+    port = free_port()
+    with dev_server([vite, "--port", str(port), "--strictPort"], app, port):
+        with devtls_in_front(session_ca_dir, port) as front:
+            status, body = curl_status(session_ca_dir, front)
+            assert status == "403"
+            assert f'This host ("{NAME}") is not allowed' in body
+        # The same dev server, through devtls with the rewrite: the page.
+        with devtls_in_front(session_ca_dir, port, "--host-header", "upstream") as front:
+            status, body = curl_status(session_ca_dir, front)
+            assert status == "200"
+            assert "/@vite/client" in body
+
+
+# -- webpack-dev-server ------------------------------------------------------------------------
+
+
+def webpack_project(folder: Path, lines: str) -> Path:
+    files = {
+        "public/index.html": WEBPACK_INDEX_HTML,
+        "src/index.js": WEBPACK_MAIN,
+        "src/message.js": WEBPACK_MESSAGE.format(n=1),
+        "webpack.config.js": WEBPACK_CONFIG.format(lines=lines),
+    }
+    return project(folder, files)
+
+
+def webpack_serve(port: int) -> list[str | Path]:
+    return [node_bin("webpack"), "serve", "--port", str(port), "--no-color"]
+
+
+@pytest.mark.parametrize(
+    ("name", "devtls_args", "lines"),
+    [
+        (NAME, UPSTREAM_HOST, WEBPACK_SOCKET_LINE),
+        (NAME, [], WEBPACK_ALLOWED_LINE + WEBPACK_SOCKET_LINE),
+        ("app.localhost", UPSTREAM_HOST, WEBPACK_SOCKET_LINE),
+    ],
+    ids=WAYS,
+)
+def test_webpack_dev_server_hmr_over_wss(
+    session_ca_dir: Path, tmp_path: Path, name: str, devtls_args: list[str], lines: str
+) -> None:
+    app = webpack_project(tmp_path / "app", lines)
+    port = free_port()
+    with (
+        dev_server(webpack_serve(port), app, port),
+        devtls_in_front(session_ca_dir, port, *devtls_args, name=name) as front,
+        chromium_page(tmp_path / "home", session_ca_dir / "rootCA.pem", resolve=(NAME,)) as page,
+    ):
+        hot_update(
+            page, name, front, app / "src/message.js", WEBPACK_MESSAGE,
+            "[webpack-dev-server] Server started: Hot Module Replacement enabled",
+        )  # fmt: skip
+        assert any("[HMR] Updated modules:" in line for line in page.console()), page.console()
+
+
+def test_webpack_dev_server_refuses_the_name_without_either(
+    session_ca_dir: Path, tmp_path: Path
+) -> None:
+    app = webpack_project(tmp_path / "app", WEBPACK_SOCKET_LINE)
+    port = free_port()
+    with dev_server(webpack_serve(port), app, port):
+        with devtls_in_front(session_ca_dir, port) as front:
+            status, body = curl_status(session_ca_dir, front)
+            assert (status, body) == ("403", "Invalid Host header")
+        with devtls_in_front(session_ca_dir, port, "--host-header", "upstream") as front:
+            assert wait_for(lambda: curl_status(session_ca_dir, front)[0] == "200", 30)
+
+
+def test_webpack_dev_server_sockets_dial_its_own_port_without_the_line(
+    session_ca_dir: Path, tmp_path: Path
+) -> None:
+    """Why the recipe has ``client.webSocketURL``: the bundle names the dev server's port."""
+    app = webpack_project(tmp_path / "app", "")
+    port = free_port()
+    with (
+        dev_server(webpack_serve(port), app, port),
+        devtls_in_front(session_ca_dir, port, "--host-header", "upstream") as front,
+    ):
+        assert wait_for(lambda: curl_status(session_ca_dir, front, "/main.js")[0] == "200", 30)
+        bundle = curl_status(session_ca_dir, front, "/main.js")[1]
+        assert f"port={port}" in bundle
+
+
+def test_the_readme_shows_these_recipes() -> None:
+    """What the tests above run is what the README tells users, line for line."""
+    readme = (Path(__file__).parent.parent.parent / "README.md").read_text()
+    assert VITE_ALLOWED_HOSTS in readme
+    assert WEBPACK_CONFIG.format(lines=WEBPACK_SOCKET_LINE) in readme
+    assert f"```js\n{WEBPACK_ALLOWED_LINE}```" in readme
+    for port in (5173, 8080):
+        assert f"devtls serve --route '{NAME}={port}' --host-header upstream" in readme
