@@ -145,7 +145,8 @@ class TLSServerProtocol(asyncio.Protocol):
         self._closed = False
         self._eof_sent = False
         self._app_eof = False
-        self._extra: dict[str, Any] = {}
+        # Kept: the peer's address is still wanted for a log line after the socket is gone.
+        self._peername: Any = None
 
     # -- TCP side ----------------------------------------------------------------------
 
@@ -158,8 +159,7 @@ class TLSServerProtocol(asyncio.Protocol):
                 transport.close()
                 return
             self._has_slot = True
-        # Kept: the peer's address is still wanted for a log line after the socket is gone.
-        self._extra = {"peername": transport.get_extra_info("peername")}
+        self._peername = transport.get_extra_info("peername")
         self._timer = self._loop.call_later(self._handshake_timeout, self._handshake_timed_out)
 
     def data_received(self, data: bytes) -> None:
@@ -216,7 +216,7 @@ class TLSServerProtocol(asyncio.Protocol):
             except ssl.SSLZeroReturnError:
                 eof = True
             except (ssl.SSLError, OSError) as exc:
-                log.debug("TLS error from %s: %s", self._extra.get("peername"), exc)
+                log.debug("TLS error from %s: %s", self._peername, exc)
                 self._abort_all()
                 return
             if eof:
@@ -381,8 +381,10 @@ class TLSServerProtocol(asyncio.Protocol):
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "ssl_object":
             return self._ssl
-        if name in self._extra or self._transport is None:
-            return self._extra.get(name, default)
+        if name == "peername":
+            return self._peername
+        if self._transport is None:
+            return default
         return self._transport.get_extra_info(name, default)
 
     # -- internals -------------------------------------------------------------------------
