@@ -58,7 +58,7 @@ class H1Connection(FlowControlled):
         self.tunnel: Tunnel | None = None
         self.closed = False
         self._batch: list[bytes] | None = None
-        self.timer = LazyTimer(state.loop, self._on_timer)
+        self.timer = LazyTimer(state.wheel, self._on_timer)
 
     # -- asyncio callbacks ---------------------------------------------------------------
 

@@ -101,7 +101,7 @@ class H2Connection(FlowControlled):
         self.flood_at = 0.0
         self.idle_since = 0.0
         self._client_sides: dict[bool, ClientSide] = {}
-        self.timer = LazyTimer(state.loop, self._on_timer)
+        self.timer = LazyTimer(state.wheel, self._on_timer)
         self._handlers: dict[type[h2.events.Event], Callable[[Any], None]] = {
             h2.events.RequestReceived: self._request_received,
             h2.events.DataReceived: self._data_received,

@@ -14,6 +14,7 @@ from devtls.proxy import http1
 from devtls.proxy.flow import Transport
 from devtls.proxy.heap import HeapTrimmer
 from devtls.proxy.routes import Router
+from devtls.proxy.timer import TimerWheel
 from devtls.proxy.upstream import UpstreamPool
 
 
@@ -36,6 +37,7 @@ class ServerState:
     draining: bool = False
     pool: UpstreamPool = field(init=False)
     heap: HeapTrimmer = field(init=False)
+    wheel: TimerWheel = field(init=False)  # the connections' timeouts
     write_log: Callable[[str], None] = field(default=lambda line: None)
     # Kept here because asyncio.get_running_loop() costs a getpid() system call on Linux,
     # twice per request otherwise.
@@ -44,6 +46,7 @@ class ServerState:
     def __post_init__(self) -> None:
         self.pool = UpstreamPool(self)
         self.heap = HeapTrimmer(self.loop)
+        self.wheel = TimerWheel(self.loop)
 
     def admit(
         self,
