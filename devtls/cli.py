@@ -308,10 +308,9 @@ def routes(
     """List the routes of the running router, with whether each upstream answers."""
     import json
 
-    from devtls.control_client import ControlClient, format_routes
+    from devtls.control_client import format_routes, list_routes
 
-    with ControlClient.connect() as client:
-        listing = client.routes()
+    listing = list_routes()
     if as_json:
         listing.pop("v", None)
         listing.pop("ok", None)
@@ -339,10 +338,9 @@ def route_add(
     ] = False,
 ) -> None:
     """Add (or replace) a route of the running router; it stays until removed or restart."""
-    from devtls.control_client import ControlClient
+    from devtls.control_client import add_route
 
-    with ControlClient.connect() as client:
-        answer = client.add(target, upstream, force=force)
+    answer = add_route(target, upstream, force=force)
     typer.echo(f"added {answer['route']} -> {answer['upstream']}")
 
 
@@ -352,10 +350,9 @@ def route_rm(
     target: Annotated[str, typer.Argument(metavar="HOST[/PATH]", help="as given to route add")],
 ) -> None:
     """Remove a route added with 'devtls route add' (or by 'devtls run')."""
-    from devtls.control_client import ControlClient
+    from devtls.control_client import remove_route
 
-    with ControlClient.connect() as client:
-        answer = client.remove(target)
+    answer = remove_route(target)
     typer.echo(f"removed {answer['route']}")
 
 

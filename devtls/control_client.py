@@ -50,6 +50,26 @@ def check_socket_file(path: Path) -> None:
         )
 
 
+def list_routes(path: Path | None = None) -> dict[str, Any]:
+    with ControlClient.connect(path) as client:
+        return client.routes()
+
+
+def add_route(
+    target: str, upstream: str, *, force: bool = False, path: Path | None = None
+) -> dict[str, Any]:
+    """Add a route that stays until removed (checked before the router is looked for)."""
+    cp.route_from(target, upstream)
+    with ControlClient.connect(path) as client:
+        return client.add(target, upstream, force=force)
+
+
+def remove_route(target: str, path: Path | None = None) -> dict[str, Any]:
+    cp.parse_target(target)
+    with ControlClient.connect(path) as client:
+        return client.remove(target)
+
+
 class ControlClient:
     def __init__(self, sock: socket.socket, path: Path) -> None:
         self.sock = sock
@@ -155,11 +175,11 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    # A child of ours that exited stays a zombie until reaped (tests start routers so).
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return False
+    # A router that has exited but whose parent (a shell, a test) has not reaped it yet is
+    # a zombie: it answers kill(0) but is done.
+    with contextlib.suppress(OSError, IndexError):
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+        return stat_line.rpartition(")")[2].split()[0] != "Z"
     return True
 
 

@@ -17,7 +17,7 @@ import socket
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from devtls import control_protocol as cp
 from devtls.errors import DevtlsError, ProtocolError
@@ -137,8 +137,8 @@ class ControlConnection(asyncio.Protocol):
         self.paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        self.transport = transport = cast(asyncio.Transport, transport)
         server = self.server
         try:
             uid, self.pid = peer_identity(transport.get_extra_info("socket"))

@@ -12,6 +12,7 @@ import pickle
 import socket
 import struct
 from collections.abc import Callable
+from typing import cast
 
 from devtls.proxy.livestate import Snapshot
 
@@ -34,18 +35,19 @@ class Senders:
     """The owner's ends: every snapshot goes to every worker, buffered by the loop."""
 
     def __init__(self) -> None:
-        self.transports: list[asyncio.BaseTransport] = []
+        self.transports: list[asyncio.WriteTransport] = []
 
     async def connect(self, sockets: list[socket.socket]) -> None:
         loop = asyncio.get_running_loop()
         for sock in sockets:
             transport, _ = await loop.create_unix_connection(asyncio.Protocol, sock=sock)
-            self.transports.append(transport)
+            # uvloop's transports are not asyncio.WriteTransport subclasses, only alike.
+            self.transports.append(cast(asyncio.WriteTransport, transport))
 
     def send(self, snapshot: Snapshot) -> None:
         data = frame(snapshot)
         for transport in self.transports:
-            if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            if not transport.is_closing():
                 transport.write(data)
 
     def close(self) -> None:
