@@ -117,7 +117,9 @@ class ControlClient:
     def request(self, op: str, **fields: object) -> dict[str, Any]:
         """Send one request, read its answer; an error answer raises its ControlError."""
         try:
-            self.sock.sendall(cp.request_line(op, **fields))
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                # A router that refuses us answers and closes at once: its answer is read.
+                self.sock.sendall(cp.request_line(op, **fields))
             while True:
                 line = self.reader.next_line()
                 if line is not None:

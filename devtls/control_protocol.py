@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from devtls.config import Route, parse_route
 from devtls.errors import ConfigError, DevtlsError, ProtocolError, UsageError
@@ -67,7 +67,7 @@ class Stop:
     pass
 
 
-Request = Union[ListRoutes, AddRoute, RemoveRoute, Stop]  # noqa: UP007 - mypyc, Python 3.10
+Request = ListRoutes | AddRoute | RemoveRoute | Stop
 
 _FIELDS: dict[str, frozenset[str]] = {
     "list": frozenset(),
