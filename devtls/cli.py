@@ -292,11 +292,77 @@ def _serve(**given: object) -> None:
     from devtls.config import ServeOptions, build_config
     from devtls.proxy.workers import serve_forever
 
-    raise typer.Exit(serve_forever(build_config(ServeOptions(**given))))
+    options = ServeOptions(**given)
+    raise typer.Exit(serve_forever(build_config(options), options))
 
 
 _serve.__signature__ = _serve_signature()  # type: ignore[attr-defined]
 serve = app.command(name="serve")(reports_errors(_serve))
+
+
+@app.command()
+@reports_errors
+def routes(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """List the routes of the running router, with whether each upstream answers."""
+    import json
+
+    from devtls.control_client import format_routes, list_routes
+
+    listing = list_routes()
+    if as_json:
+        listing.pop("v", None)
+        listing.pop("ok", None)
+        typer.echo(json.dumps(listing, indent=2))
+        return
+    for line in format_routes(listing):
+        typer.echo(line)
+
+
+route_app = typer.Typer(
+    help="Change the routes of the running router.", no_args_is_help=True, add_completion=False
+)
+app.add_typer(route_app, name="route")
+
+
+@route_app.command("add")
+@reports_errors
+def route_add(
+    target: Annotated[str, typer.Argument(metavar="HOST[/PATH]", help="e.g. api.localhost/v1")],
+    upstream: Annotated[
+        str, typer.Argument(metavar="UPSTREAM", help="3000, host:port, http(s)://URL or unix:PATH")
+    ],
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a route another process holds.")
+    ] = False,
+) -> None:
+    """Add (or replace) a route of the running router; it stays until removed or restart."""
+    from devtls.control_client import add_route
+
+    answer = add_route(target, upstream, force=force)
+    typer.echo(f"added {answer['route']} -> {answer['upstream']}")
+
+
+@route_app.command("rm")
+@reports_errors
+def route_rm(
+    target: Annotated[str, typer.Argument(metavar="HOST[/PATH]", help="as given to route add")],
+) -> None:
+    """Remove a route added with 'devtls route add' (or by 'devtls run')."""
+    from devtls.control_client import remove_route
+
+    answer = remove_route(target)
+    typer.echo(f"removed {answer['route']}")
+
+
+@app.command()
+@reports_errors
+def stop() -> None:
+    """Stop the running router (requests in flight finish first)."""
+    from devtls.control_client import stop_router
+
+    typer.echo(f"stopped the router (pid {stop_router()})")
 
 
 def main() -> None:

@@ -3,8 +3,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,16 @@ def run(
     return subprocess.run(  # type: ignore[call-overload, no-any-return]
         [str(a) for a in args], capture_output=True, text=True, check=check, timeout=120, **kwargs
     )
+
+
+@pytest.fixture(autouse=True)
+def runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A runtime folder of the test's own: a router it starts never takes the user's control
+    socket. Short (a Unix socket path holds about 100 bytes), so not under tmp_path."""
+    folder = Path(tempfile.mkdtemp(prefix="devtls-rt-"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(folder))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

@@ -24,6 +24,8 @@ CORE = {
     "proxy.forwarding",
     "proxy.h2fields",
     "proxy.routes",
+    "proxy.routetable",
+    "control_protocol",
 }
 FORBIDDEN_IN_CORE = {"asyncio", "typer", "rich", "click"}
 

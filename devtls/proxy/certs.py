@@ -125,19 +125,40 @@ class CertificateSource:
         self._minted: OrderedDict[str, ssl.SSLContext] = OrderedDict()
         # One mint per name at a time: handshakes for a name being minted share its future.
         self._pending: dict[str, asyncio.Future[ssl.SSLContext | None]] = {}
-        if cert_file is not None and key_file is not None:
-            self.default_context = _context_from_files(cert_file, key_file)
-            self.covered: tuple[str, ...] = ()
-            self.leaf: LeafCert | None = None
+        self.files = None if cert_file is None or key_file is None else (cert_file, key_file)
+        self.covered: tuple[str, ...] = ()
+        self.leaf: LeafCert | None = None
+        self.default_context: ssl.SSLContext
+        self._exact: set[str] = set()
+        self._wildcards: set[str] = set()
+        if self.files is not None:
+            self.reload_files()
         else:
             if ca is None:
                 raise ConfigError("no CA and no --cert/--key to serve", "give --cert and --key")
-            self.leaf = issue_leaf(ca, list(names), key_type="ecdsa")
-            self.default_context = self.leaf.server_context()
-            self.covered = tuple(str(n).lower() for n in self.leaf.names)
+            self.reissue(names)
+
+    def reissue(self, names: tuple[str, ...]) -> None:
+        """A new default leaf from the CA for ``names``, for the handshakes from now on."""
+        assert self._ca is not None
+        leaf = issue_leaf(self._ca, list(names), key_type="ecdsa")
+        context = leaf.server_context()
+        set_alpn(context, self._alpn)
+        self.leaf = leaf
+        self.covered = tuple(str(n).lower() for n in leaf.names)
         self._exact = {p for p in self.covered if p and not p.startswith("*.")}
         self._wildcards = {p[2:] for p in self.covered if p.startswith("*.")}
-        set_alpn(self.default_context, alpn)
+        self.default_context = context
+
+    def reload_files(self) -> None:
+        """Load the --cert/--key files again; ConfigError (and the old pair kept) if unusable.
+
+        Connections already open keep the pair they were made with.
+        """
+        assert self.files is not None
+        context = _context_from_files(*self.files)
+        set_alpn(context, self._alpn)
+        self.default_context = context
 
     def choose(
         self, hello: ClientHello

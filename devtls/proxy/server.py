@@ -17,14 +17,16 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from devtls.ca import LocalCA
-from devtls.config import Address, ServeConfig, Upstream
+from devtls.config import Address, ServeConfig, ServeOptions, Upstream
 from devtls.errors import DevtlsError, ProtocolError
-from devtls.proxy import http1
+from devtls.proxy import http1, workerlink
 from devtls.proxy.certs import CertificateSource
 from devtls.proxy.demo import start_demo_server
 from devtls.proxy.h1 import H1Connection
 from devtls.proxy.h2 import H2Connection
 from devtls.proxy.heap import tune_malloc
+from devtls.proxy.live import LiveHandle, serve_live
+from devtls.proxy.livestate import LiveState, needs_upstream_tls
 from devtls.proxy.pgssl import PostgresNegotiation
 from devtls.proxy.responder import ListenerState, Responder, plain_http, redirect_to_https
 from devtls.proxy.routes import Router
@@ -62,6 +64,8 @@ class RunningServer:
     hurry: asyncio.Event = field(default_factory=asyncio.Event)
     # The plain-HTTP listeners (--redirect-http, ACME http-01), closed with the server.
     plain_listeners: list[ListenerState] = field(default_factory=list)
+    # How live changes (control requests, reloads) reach this process's connections.
+    live: LiveState | None = None
 
     def stop(self) -> None:
         self.stopping.set()
@@ -189,21 +193,17 @@ async def start(
         config = replace(
             config, upstream=Upstream("http", "127.0.0.1", demo_port, wants_tls_info=True)
         )
-    router = Router(config.routes, config.upstream)
-    certs.may_mint = router.serves_host
-    needs_upstream_tls = any(
-        u.scheme == "https" for u in [config.upstream, *(r.upstream for r in config.routes)] if u
-    )
     state = ServerState(
         config=config,
-        router=router,
-        upstream_tls=upstream_tls_context(ca) if needs_upstream_tls else None,
+        router=Router(config.routes, config.upstream),
+        upstream_tls=upstream_tls_context(ca) if needs_upstream_tls(config) else None,
         write_log=write_log,
     )
+    live = LiveState(state, certs, ca, upstream_tls_context)
 
     def on_handshake_error(reason: str) -> None:
         # One short line per failed handshake; a scanner gets many, none is fatal.
-        if not config.quiet:
+        if not state.config.quiet:
             write_log(f"TLS handshake failed: {reason}")
 
     # Connections still in the TLS handshake count toward max_connections too.
@@ -220,7 +220,7 @@ async def start(
             loop,
             certs.default_context,
             behind_tls,
-            handshake_timeout=config.limits.handshake_timeout,
+            handshake_timeout=state.config.limits.handshake_timeout,
             plain_http_answer=plain_http_answer,
             on_handshake_error=on_handshake_error,
             certificates=certs,
@@ -272,7 +272,14 @@ async def start(
         hosts = ", ".join(acme.settings.hosts)
         banner.append(f"devtls: acme: certificates for {hosts} from {acme.settings.directory}")
     return RunningServer(
-        state, servers, port, banner, asyncio.Event(), acme, plain_listeners=plain_listeners
+        state,
+        servers,
+        port,
+        banner,
+        asyncio.Event(),
+        acme,
+        plain_listeners=plain_listeners,
+        live=live,
     )
 
 
@@ -382,6 +389,10 @@ async def run(
     certificates: Certificates | None = None,
     parent_pid: int | None = None,
     on_stop_signal: Callable[[bool], None] | None = None,
+    options: ServeOptions | None = None,
+    worker_sockets: list[socket.socket] | None = None,
+    updates: socket.socket | None = None,
+    control: bool = False,
 ) -> int:
     """Serve until SIGINT or SIGTERM, then drain (bounded) and return 0.
 
@@ -392,6 +403,10 @@ async def run(
     A worker (``parent_pid`` given) prints no banner, also stops when its parent is gone, and
     obeys WORKER_STOP_SIGNAL and WORKER_HURRY_SIGNAL. ``on_stop_signal(cut_short)`` is called
     after each SIGINT or SIGTERM (the parent of workers passes it on).
+    The first process (no ``parent_pid``) owns the live side: the control socket (with
+    ``control``), reloads on SIGHUP and file changes (``options`` are what the
+    settings are built from again), and the links to the workers (``worker_sockets``); a
+    worker takes the changes from its end of a link (``updates``).
     """
     running = await start(
         config,
@@ -400,6 +415,7 @@ async def run(
         certificates=certificates,
     )
     loop = asyncio.get_running_loop()
+    assert running.live is not None
     if parent_pid is not None:
         running.banner = []
         _stop_when_orphaned(loop, running, parent_pid)
@@ -409,10 +425,42 @@ async def run(
         if on_stop_signal is not None:
             on_stop_signal(cut_short)
 
+    def stop_request() -> None:
+        # `devtls stop`: as a first SIGTERM.
+        if not running.stopping.is_set():
+            stop_signal()
+
+    live: LiveHandle | None = None
+    follower: asyncio.BaseTransport | None = None
+    try:
+        if parent_pid is None:
+            live = await serve_live(
+                running.live,
+                config,
+                options=options,
+                on_stop=stop_request,
+                write_log=print_line,
+                worker_sockets=worker_sockets,
+                control=control,
+            )
+            running.banner[:0] = live.notices
+        elif updates is not None:
+            follower = await workerlink.receive(updates, running.live.apply)
+    except BaseException:
+        await shutdown(running)
+        raise
+
+    # A worker leaves SIGHUP to the first process, which reloads and tells it.
+    def reload() -> None:
+        if live is not None:
+            live.router.reload()
+
     handlers: list[tuple[signal.Signals, Callable[[], None]]] = [
         (signal.SIGINT, stop_signal),
         (signal.SIGTERM, stop_signal),
     ]
+    if hasattr(signal, "SIGHUP"):
+        handlers.append((signal.SIGHUP, reload))
     if parent_pid is not None:
         handlers.append((getattr(signal, WORKER_STOP_SIGNAL), running.stop))
         handlers.append((getattr(signal, WORKER_HURRY_SIGNAL), running.cut_short))
@@ -427,6 +475,10 @@ async def run(
     try:
         await running.stopping.wait()
     finally:
+        if live is not None:
+            live.close()
+        if follower is not None:
+            follower.close()
         await shutdown(running)
     return 0
 

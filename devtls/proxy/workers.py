@@ -17,7 +17,7 @@ import sys
 import time
 import traceback
 
-from devtls.config import Address, ServeConfig
+from devtls.config import Address, ServeConfig, ServeOptions
 from devtls.errors import DevtlsError
 from devtls.proxy.server import (
     LISTEN_BACKLOG,
@@ -29,6 +29,7 @@ from devtls.proxy.server import (
     run,
     run_on_new_loop,
 )
+from devtls.proxy.workerlink import socket_pairs
 
 # After SIGTERM, a worker gets the drain time plus this before it is killed.
 STOP_GRACE_SECONDS = 5.0
@@ -72,17 +73,26 @@ def close_all(groups: list[list[socket.socket]]) -> None:
             sock.close()
 
 
-def serve_forever(config: ServeConfig) -> int:
-    """Run the forwarder until it is stopped: one process, or --workers of them."""
+def serve_forever(config: ServeConfig, options: ServeOptions | None = None) -> int:
+    """Run the forwarder until it is stopped: one process, or --workers of them.
+
+    It owns the user's control socket unless another router does, and reloads its settings
+    from ``options`` (and the file they name) on SIGHUP or a change of the file.
+    """
     if config.workers > 1:
-        return serve_with_workers(config)
-    return run_on_new_loop(run(config))
+        return serve_with_workers(config, options)
+    return run_on_new_loop(run(config, options=options, control=True))
 
 
-def serve_with_workers(config: ServeConfig) -> int:
-    """Fork ``config.workers - 1`` workers, serve as worker 0, stop them all together."""
+def serve_with_workers(config: ServeConfig, options: ServeOptions | None = None) -> int:
+    """Fork ``config.workers - 1`` workers, serve as worker 0, stop them all together.
+
+    Worker 0 owns the control socket and passes every live change to the others, each over
+    a socket pair of its own.
+    """
     certificates = prepare_certificates(config)
     groups = bind_listeners(config.listen, config.workers)
+    links = socket_pairs(config.workers - 1)
     parent = os.getpid()
     children: list[int] = []
     # Buffered output would otherwise be written once more by every child.
@@ -94,32 +104,48 @@ def serve_with_workers(config: ServeConfig) -> int:
         signal_workers(children, WORKER_HURRY_SIGNAL if cut_short else WORKER_STOP_SIGNAL)
 
     try:
-        for group in groups[1:]:
+        for group, (_, updates) in zip(groups[1:], links, strict=True):
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child; its exit status is tested
                 close_all([g for g in groups if g is not group])
-                os._exit(_worker(config, group, certificates, parent))
+                close_all([[s for pair in links for s in pair if s is not updates]])
+                os._exit(_worker(config, group, certificates, parent, updates))
             children.append(pid)
         close_all(groups[1:])
+        close_all([[updates for _, updates in links]])
         return run_on_new_loop(
             run(
                 config,
                 listen_sockets=groups[0],
                 certificates=certificates,
                 on_stop_signal=pass_on,
+                options=options,
+                worker_sockets=[owner for owner, _ in links],
+                control=True,
             )
         )
     finally:
         close_all(groups[:1])
+        close_all([[owner for owner, _ in links]])
         stop_workers(children, config.limits.drain_timeout + STOP_GRACE_SECONDS)
 
 
 def _worker(
-    config: ServeConfig, group: list[socket.socket], certificates: Certificates, parent: int
+    config: ServeConfig,
+    group: list[socket.socket],
+    certificates: Certificates,
+    parent: int,
+    updates: socket.socket,
 ) -> int:  # pragma: no cover - runs in the child
     try:
         return run_on_new_loop(
-            run(config, listen_sockets=group, certificates=certificates, parent_pid=parent)
+            run(
+                config,
+                listen_sockets=group,
+                certificates=certificates,
+                parent_pid=parent,
+                updates=updates,
+            )
         )
     except DevtlsError as exc:
         print(f"devtls: error: worker {os.getpid()}: {exc}", file=sys.stderr)
