@@ -1,7 +1,7 @@
 """devtls serve against nginx, Caddy, hitch and local-ssl-proxy, in one run, as ratios to nginx.
 
 Usage: python scripts/bench/proxy_bench.py [--install] [--seconds 5] [--only devtls,nginx]
-                                           [--baseline PATH/TO/OTHER/devtls]
+                                           [--baseline [NAME=]PATH/TO/OTHER/devtls]...
 
 --install puts the peers in place first (Debian: nginx-light, haproxy, caddy, hitch, wrk;
 npm: local-ssl-proxy). Everything listens on 127.0.0.1; every load loop stops after --seconds.
@@ -20,8 +20,9 @@ echo server. The figures:
   MB/s              one 100 MB download with curl, over HTTP/1.1
   KiB/idle conn     memory per idle TLS connection, 1,000 held open
 
-"devtls-base" is another devtls executable (--baseline: an older build, in a venv of its own),
-measured in the same run to show what a change did. "devtls-w2" is devtls serve --workers 2 (two processes on one port, SO_REUSEPORT); its CPU
+"devtls-base" is another devtls executable (--baseline: an older build, or the pure-Python
+build, in a venv of its own), measured in the same run to show what a change did; more than one
+is named by NAME= (devtls-NAME). "devtls-w2" is devtls serve --workers 2 (two processes on one port, SO_REUSEPORT); its CPU
 and memory figures are those of both processes together.
 """
 
@@ -232,7 +233,7 @@ asyncio.run(main())
 
 
 def peers(
-    work: Path, cert: Path, key: Path, devtls: list[str], baseline: str | None = None
+    work: Path, cert: Path, key: Path, devtls: list[str], baselines: dict[str, str] | None = None
 ) -> dict[str, Callable[[bool], subprocess.Popen[bytes]]]:
     """How to start each proxy in front of the HTTP (or, for ws=True, the websocket) upstream."""
 
@@ -350,14 +351,13 @@ https://127.0.0.1:{PORTS["caddy"]} {{
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
 
-    def devtls_baseline(ws: bool) -> subprocess.Popen[bytes]:
-        assert baseline is not None
-        return devtls_serve(ws, "devtls-base", command=[baseline])
+    def devtls_baseline(name: str, executable: str) -> Callable[[bool], subprocess.Popen[bytes]]:
+        return lambda ws: devtls_serve(ws, name, command=[executable])
 
     def devtls_two_workers(ws: bool) -> subprocess.Popen[bytes]:
         return devtls_serve(ws, "devtls-w2", "--workers", "2")
 
-    available = {
+    available: dict[str, tuple[Callable[[bool], subprocess.Popen[bytes]], str]] = {
         "nginx": (nginx, "nginx"),
         "haproxy": (haproxy, "haproxy"),
         "caddy": (caddy, "caddy"),
@@ -366,8 +366,8 @@ https://127.0.0.1:{PORTS["caddy"]} {{
         "devtls": (devtls_serve, devtls[0]),
         "devtls-w2": (devtls_two_workers, devtls[0]),
     }
-    if baseline is not None:
-        available["devtls-base"] = (devtls_baseline, baseline)
+    for name, executable in (baselines or {}).items():
+        available[name] = (devtls_baseline(name, executable), executable)
     return {name: start for name, (start, binary) in available.items() if shutil.which(binary)}
 
 
@@ -429,7 +429,12 @@ def main() -> int:
     parser.add_argument("--install", action="store_true")
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--only", default="")
-    parser.add_argument("--baseline", help="another devtls executable, measured as devtls-base")
+    parser.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        help="another devtls executable, measured as devtls-base (NAME=PATH: as devtls-NAME)",
+    )
     args = parser.parse_args()
     if args.install:
         install()
@@ -448,7 +453,13 @@ def main() -> int:
         upstream = start_upstream(work)
         results: dict[str, Result] = {}
         try:
-            for name, start in peers(work, cert, key, devtls, args.baseline).items():
+            baselines = {}
+            for number, given in enumerate(args.baseline):
+                label, sep, executable = given.rpartition("=")
+                name = f"devtls-{label}" if sep else "devtls-base"
+                PORTS.setdefault(name, PORTS["devtls-base"] + 1 + number)
+                baselines[name] = executable
+            for name, start in peers(work, cert, key, devtls, baselines).items():
                 if args.only and name not in args.only.split(","):
                     continue
                 print(f"measuring {name} ...", file=sys.stderr)
