@@ -54,7 +54,9 @@ class HostsChange:
 
     def diff(self) -> list[str]:
         def lines(text: str) -> list[str]:
-            return [line.rstrip("\r\n") for line in hostsfile._lines(text)]
+            # Bytes that are not UTF-8 are shown as U+FFFD: a terminal cannot print them.
+            shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            return [line.rstrip("\r\n") for line in hostsfile._lines(shown)]
 
         return list(
             difflib.unified_diff(
@@ -126,8 +128,8 @@ def _route_host_names() -> hostsfile.HostNames:
         route.get("host") for route in (routes if isinstance(routes, list) else [])
         if isinstance(route, dict)
     ]  # fmt: skip
-    # "" is the route for every host, which no hosts file line can name.
-    texts = [host for host in hosts if isinstance(host, str) and host]
+    # "*" is the route for every host, which no hosts file line can name.
+    texts = [host for host in hosts if isinstance(host, str) and host not in ("", "*")]
     try:
         return hostsfile.host_names(texts)
     except UsageError as exc:  # the router's own answer, checked like anyone's

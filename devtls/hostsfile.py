@@ -70,10 +70,14 @@ def host_names(texts: list[str] | tuple[str, ...]) -> HostNames:
 
 def skipped_note(skipped: tuple[str, ...]) -> str:
     """One line saying which names were left out, and why."""
-    return (
-        f"left out {', '.join(skipped)}: a hosts file cannot hold a wildcard, "
-        "and an IP address needs no entry"
-    )
+    wildcards = [name for name in skipped if name.startswith("*.")]
+    addresses = [name for name in skipped if not name.startswith("*.")]
+    parts = []
+    if wildcards:
+        parts.append(f"{', '.join(wildcards)} (a hosts file cannot hold a wildcard)")
+    if addresses:
+        parts.append(f"{', '.join(addresses)} (an IP address needs no entry)")
+    return "left out " + " and ".join(parts)
 
 
 def _lines(text: str) -> list[str]:
