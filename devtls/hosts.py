@@ -56,7 +56,7 @@ class HostsChange:
         def lines(text: str) -> list[str]:
             # Bytes that are not UTF-8 are shown as U+FFFD: a terminal cannot print them.
             shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-            return [line.rstrip("\r\n") for line in hostsfile._lines(shown)]
+            return [line.rstrip("\r\n") for line in hostsfile.split_lines(shown)]
 
         return list(
             difflib.unified_diff(

@@ -80,7 +80,7 @@ def skipped_note(skipped: tuple[str, ...]) -> str:
     return "left out " + " and ".join(parts)
 
 
-def _lines(text: str) -> list[str]:
+def split_lines(text: str) -> list[str]:
     """The lines of ``text``, each with its ``\\n``; the last one may lack it."""
     lines = text.split("\n")
     last = lines.pop()
@@ -136,7 +136,7 @@ def block_lines(names: tuple[str, ...], newline: str = "\n") -> list[str]:
 
 def names_in_block(text: str, path: str = "the hosts file") -> tuple[str, ...]:
     """The names the current block holds (empty without a block)."""
-    lines = _lines(text)
+    lines = split_lines(text)
     found = _find_block(lines, path)
     if found is None:
         return ()
@@ -152,7 +152,7 @@ def sync(text: str, names: tuple[str, ...], path: str = "the hosts file") -> str
     """``text`` with exactly one devtls block naming ``names`` (none: without a block)."""
     if not names:
         return clean(text, path)
-    lines = _lines(text)
+    lines = split_lines(text)
     found = _find_block(lines, path)
     if found is not None:
         begin, end = found
@@ -172,7 +172,7 @@ def sync(text: str, names: tuple[str, ...], path: str = "the hosts file") -> str
 
 def clean(text: str, path: str = "the hosts file") -> str:
     """``text`` without its devtls block, exactly as it was before ``sync`` added it."""
-    lines = _lines(text)
+    lines = split_lines(text)
     found = _find_block(lines, path)
     if found is None:
         return text

@@ -122,7 +122,7 @@ fragments = st.sampled_from(
 hosts_text = (
     st.lists(fragments | st.text(max_size=8), max_size=40)
     .map("".join)
-    .filter(lambda t: hostsfile._find_block(hostsfile._lines(t), "x") is None)
+    .filter(lambda t: hostsfile._find_block(hostsfile.split_lines(t), "x") is None)
 )
 host_name_lists = st.lists(
     st.from_regex(
