@@ -46,6 +46,59 @@ def write_atomic(path: Path, data: bytes, mode: int) -> None:
     _fsync_dir(directory)
 
 
+# The SELinux label of a system file: a new file gets its folder's default label instead
+# (etc_t rather than net_conf_t for /etc/hosts), which confined services may not read.
+_SELINUX_LABEL = "security.selinux"
+
+
+def replace_keeping_metadata(path: Path, data: bytes) -> None:
+    """Replace the existing file ``path`` in one step, keeping its mode, owner and SELinux label.
+
+    For a system file such as /etc/hosts. A file that is a mount point of its own (a
+    container runtime bind-mounts /etc/hosts) cannot be renamed over; it is rewritten in
+    place instead, as those runtimes do themselves.
+    """
+    info = os.stat(path)
+    tmp = _stage(path, data, stat.S_IMODE(info.st_mode))
+    try:
+        if os.name == "posix" and (info.st_uid, info.st_gid) != (os.geteuid(), os.getegid()):
+            os.chown(tmp, info.st_uid, info.st_gid)
+            os.chmod(tmp, stat.S_IMODE(info.st_mode))  # chown may clear set-id bits
+        _copy_label(path, tmp)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            if exc.errno not in (errno.EBUSY, errno.EXDEV):
+                raise
+            _rewrite_in_place(path, data)
+            tmp.unlink(missing_ok=True)
+            return
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _copy_label(source: Path, target: Path) -> None:
+    if not hasattr(os, "getxattr"):  # pragma: no cover - not Linux
+        return
+    try:
+        label = os.getxattr(source, _SELINUX_LABEL)
+    except OSError:  # no label (no SELinux), or extended attributes unsupported
+        return
+    os.setxattr(target, _SELINUX_LABEL, label)
+
+
+def _rewrite_in_place(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        _write_fd(fd, data)
+        os.ftruncate(fd, len(data))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_new_pair(
     first: tuple[Path, bytes, int], second: tuple[Path, bytes, int], *, overwrite: bool = True
 ) -> None:

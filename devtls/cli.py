@@ -18,6 +18,7 @@ from devtls import __version__
 from devtls.errors import DevtlsError
 
 if TYPE_CHECKING:
+    from devtls.hosts import HostsChange
     from devtls.trust import StoreOutcome
 
 app = typer.Typer(
@@ -363,6 +364,56 @@ def stop() -> None:
     from devtls.control_client import stop_router
 
     typer.echo(f"stopped the router (pid {stop_router()})")
+
+
+hosts_app = typer.Typer(
+    help="Name the route hosts in the hosts file, for tools that do not resolve *.localhost.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(hosts_app, name="hosts")
+
+HostsDryRun = Annotated[
+    bool, typer.Option("--dry-run", help="Print the change to the hosts file only.")
+]
+
+
+def _print_hosts_change(change: "HostsChange", dry_run: bool) -> None:
+    from devtls.hosts import report
+    from devtls.hostsfile import skipped_note
+
+    if change.skipped:
+        typer.echo(f"devtls: note: {skipped_note(change.skipped)}", err=True)
+    for line in report(change, dry_run=dry_run):
+        typer.echo(line)
+
+
+@hosts_app.command("sync")
+@reports_errors
+def hosts_sync(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Name these hosts instead of the running router's route hosts.",
+            show_default=False,
+            metavar="[NAME]...",
+        ),
+    ] = None,
+    dry_run: HostsDryRun = False,
+) -> None:
+    """Write one marked block in the hosts file naming the route hosts on 127.0.0.1 and ::1."""
+    from devtls import hosts
+
+    _print_hosts_change(hosts.sync(tuple(names or ()), dry_run=dry_run), dry_run)
+
+
+@hosts_app.command("clean")
+@reports_errors
+def hosts_clean(dry_run: HostsDryRun = False) -> None:
+    """Remove the block 'devtls hosts sync' wrote, and nothing else."""
+    from devtls import hosts
+
+    _print_hosts_change(hosts.clean(dry_run=dry_run), dry_run)
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ CORE = {
     "proxy.routes",
     "proxy.routetable",
     "control_protocol",
+    "hostsfile",
 }
 FORBIDDEN_IN_CORE = {"asyncio", "typer", "rich", "click"}
 
