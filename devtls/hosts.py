@@ -104,7 +104,7 @@ def report(change: HostsChange, *, dry_run: bool = False) -> list[str]:
         listed = ", ".join(change.names)
         if not change.changed:
             return [f"{change.path} already names {listed}: nothing to do"]
-        return [f"wrote {change.path}: {listed} on 127.0.0.1 and ::1"]
+        return [f"wrote {change.path}: {listed} on 127.0.0.1"]
     if not change.changed:
         return [f"{change.path} has no devtls block: nothing to do"]
     count = len(change.old_names)

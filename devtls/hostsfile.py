@@ -27,7 +27,9 @@ BEGIN_MARKER = (
     "'devtls hosts clean' removes it"
 )
 END_MARKER = "# END devtls"
-LOOPBACK = ("127.0.0.1", "::1")
+# IPv4 only: the router listens on 127.0.0.1 unless told otherwise, and a ::1 entry would be
+# tried first by programs that sort IPv6 first (glibc), which then need a fallback to connect.
+LOOPBACK = ("127.0.0.1",)
 # A marker is recognised with any surrounding blanks, so an editor that trims or indents
 # lines does not turn the block into an orphan.
 _BEGIN = re.compile(r"^\s*#\s*BEGIN devtls(?::|\s|$)")

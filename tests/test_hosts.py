@@ -29,7 +29,7 @@ ORIGINAL = b"127.0.0.1 localhost\r\n# caf\xe9 box\r\n10.0.0.9 nas.lan"
 
 
 def block(*names: str, newline: str = "\n") -> str:
-    entries = [f"{address} {name}" for name in names for address in ("127.0.0.1", "::1")]
+    entries = [f"127.0.0.1 {name}" for name in names]
     return newline.join([BEGIN_MARKER, *entries, END_MARKER])
 
 
@@ -91,7 +91,7 @@ def test_sync_names_the_route_hosts_follows_live_routes_and_clean_undoes_it(
     with router(*routes, caroot=session_ca_dir, cwd=tmp_path):
         synced = devtls("hosts", "sync")
         assert synced.returncode == 0, synced.stderr
-        assert synced.stdout == f"wrote {hosts_file}: a.localhost, api.test on 127.0.0.1 and ::1\n"
+        assert synced.stdout == f"wrote {hosts_file}: a.localhost, api.test on 127.0.0.1\n"
         assert synced.stderr == (
             "devtls: note: left out *.w.localhost (a hosts file cannot hold a wildcard)\n"
         )
@@ -143,7 +143,7 @@ def test_named_hosts_need_no_router_and_bad_names_are_usage_errors(hosts_file: P
     assert hosts_file.read_bytes() == ORIGINAL
     result = runner.invoke(app, ["hosts", "sync", "x.localhost"])
     assert result.exit_code == 0, result.output
-    assert hosts_file.read_bytes().endswith(b"\r\n::1 x.localhost\r\n# END devtls")
+    assert hosts_file.read_bytes().endswith(b"\r\n127.0.0.1 x.localhost\r\n# END devtls")
     for bad in ("me@x.test", "bad..name"):
         refused = runner.invoke(app, ["hosts", "sync", bad])
         assert refused.exit_code == 2
