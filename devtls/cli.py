@@ -401,7 +401,7 @@ def hosts_sync(
     ] = None,
     dry_run: HostsDryRun = False,
 ) -> None:
-    """Write one marked block in the hosts file naming the route hosts on 127.0.0.1 and ::1."""
+    """Write one marked block in the hosts file naming the route hosts on 127.0.0.1."""
     from devtls import hosts
 
     _print_hosts_change(hosts.sync(tuple(names or ()), dry_run=dry_run), dry_run)
