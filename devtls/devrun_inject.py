@@ -117,6 +117,15 @@ class DevServer:
     commands: frozenset[str | None]
     # ``{port}`` and ``{host}`` are filled in.
     flags: tuple[str, ...]
+    # With ANY in ``commands``: the first arguments that still mean something else.
+    not_commands: frozenset[str] = frozenset()
+
+    def runs(self, binary: str, sub: str | None) -> bool:
+        if binary not in self.binaries:
+            return False
+        if ANY in self.commands:
+            return sub not in self.not_commands
+        return sub in self.commands
 
     def arguments(self, port: int, given: Sequence[str]) -> list[str]:
         """The flags to add, leaving out a ``--host`` the user gave."""
@@ -131,8 +140,11 @@ INJECTIONS: tuple[DevServer, ...] = (
     DevServer(
         "Vite",
         frozenset({"vite"}),
-        frozenset({None, "dev", "serve", "preview"}),
+        # ``vite``, ``vite dev``, ``vite preview``, ``vite ./root``; an option's value may
+        # come first too (``vite --mode x``).
+        frozenset({ANY}),
         ("--port", "{port}", "--strictPort", "--host", "{host}"),
+        frozenset({"build", "optimize"}),
     ),
     DevServer(
         "Astro",
@@ -167,7 +179,7 @@ INJECTIONS: tuple[DevServer, ...] = (
     DevServer(
         "webpack-dev-server",
         frozenset({"webpack-dev-server"}),
-        frozenset({None, "serve"}),
+        frozenset({ANY}),
         ("--port", "{port}", "--host", "{host}", "--client-web-socket-url", WEBPACK_SOCKET_URL),
     ),
 )
@@ -239,7 +251,7 @@ def dev_server_of(argv: Sequence[str]) -> DevServer | None:
     binary = _binary(command[0])
     sub = _first_command(command[1:])
     for server in INJECTIONS:
-        if binary in server.binaries and (sub in server.commands or ANY in server.commands):
+        if server.runs(binary, sub):
             return server
     return None
 

@@ -26,6 +26,8 @@ CORE = {
     "proxy.routes",
     "proxy.routetable",
     "control_protocol",
+    "devrun_inject",
+    "proxy.pages",
 }
 FORBIDDEN_IN_CORE = {"asyncio", "typer", "rich", "click"}
 
