@@ -407,3 +407,54 @@ def test_uvicorn_with_reload(session_ca_dir: Path, app: Path) -> None:
         r.process.send_signal(signal.SIGINT)
         assert r.process.wait(15) in (0, 130), r.output()
         assert route_names() == set()
+
+
+# -- Vite and webpack-dev-server through devtls run, in Chromium: HMR over wss ------------------
+
+DEV_SERVER_ENV = {"BROWSER": "none", "NO_COLOR": "1", "FORCE_COLOR": "0"}
+
+
+def test_vite_through_devtls_run_hot_updates_over_wss(session_ca_dir: Path, tmp_path: Path) -> None:
+    from tests.proxy.cdp import chromium_page
+    from tests.proxy.test_devservers import VITE_MESSAGE, hot_update, node_bin, vite_project
+
+    vite = node_bin("vite")
+    project = vite_project(tmp_path / "app")
+    with (
+        devtls_run(session_ca_dir, project, "--", str(vite), env=DEV_SERVER_ENV) as r,
+        chromium_page(tmp_path / "home", session_ca_dir / "rootCA.pem") as page,
+    ):
+        assert r.host == "app.localhost"
+        assert "--strictPort --host 127.0.0.1)" in r.output()
+        assert wait_for(lambda: curl(session_ca_dir, r)[0] == 200, 60), r.output()
+        hot_update(
+            page, r.host, r.port, project / "src/message.js", VITE_MESSAGE, "[vite] connected."
+        )
+        assert any("[vite] hot updated: /src/message.js" in line for line in page.console())
+
+
+def test_webpack_dev_server_through_npm_run_dev_hot_updates_over_wss(
+    session_ca_dir: Path, tmp_path: Path
+) -> None:
+    from tests.proxy.cdp import chromium_page
+    from tests.proxy.test_devservers import WEBPACK_MESSAGE, hot_update, node_bin, webpack_project
+
+    node_bin("webpack")
+    npm = require_tool("npm")
+    # No devServer setting at all: the socket URL comes from devtls run's flags.
+    project = webpack_project(tmp_path / "web", "")
+    (project / "package.json").write_text(
+        '{"name": "@acme/web", "private": true, "scripts": {"dev": "webpack serve --no-color"}}'
+    )
+    with (
+        devtls_run(session_ca_dir, project, "--", npm, "run", "dev", env=DEV_SERVER_ENV) as r,
+        chromium_page(tmp_path / "home", session_ca_dir / "rootCA.pem") as page,
+    ):
+        assert r.host == "web.localhost"
+        assert "dev -- --port" in r.output()
+        assert wait_for(lambda: curl(session_ca_dir, r)[0] == 200, 60), r.output()
+        hot_update(
+            page, r.host, r.port, project / "src/message.js", WEBPACK_MESSAGE,
+            "[webpack-dev-server] Server started: Hot Module Replacement enabled",
+        )  # fmt: skip
+        assert any("[HMR] Updated modules:" in line for line in page.console()), page.console()
