@@ -238,3 +238,12 @@ def test_exit_status_is_the_childs_or_128_plus_its_signal() -> None:
 def test_the_url_names_the_routers_port_unless_443() -> None:
     assert url_of("x.localhost", 8443) == "https://x.localhost:8443/"
     assert url_of("x.localhost", 443) == "https://x.localhost/"
+
+
+def test_the_readme_table_is_the_injection_table() -> None:
+    from devtls.devrun_inject import INJECTIONS
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for server in INJECTIONS:
+        flags = " ".join(server.flags).format(port="P", host="127.0.0.1")
+        assert f"| `{flags}` |" in readme, server.name
