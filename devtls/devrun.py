@@ -382,7 +382,11 @@ def run(request: RunRequest) -> int:
         raise UsageError("devtls run needs a command", "e.g. devtls run -- npm run dev")
     name = project_name(request.cwd, request.name)
     host = host_of(name)
-    ca, _created = LocalCA.load_or_create()
+    ca, created = LocalCA.load_or_create()
+    if created:
+        sys.stderr.write(
+            f"devtls: created a new local CA in {ca.path} (not trusted yet: run 'devtls install')\n"
+        )
     client, router_pid = connect_or_start()
     try:
         port = free_port()

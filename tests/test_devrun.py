@@ -247,3 +247,17 @@ def test_the_readme_table_is_the_injection_table() -> None:
     for server in INJECTIONS:
         flags = " ".join(server.flags).format(port="P", host="127.0.0.1")
         assert f"| `{flags}` |" in readme, server.name
+
+
+def test_a_bad_name_is_a_usage_error_before_anything_starts(runtime_dir: Path) -> None:
+    from typer.testing import CliRunner
+
+    from devtls.cli import app
+
+    result = CliRunner().invoke(app, ["run", "--name", "bad_name", "--", "true"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "devtls: error: --name 'bad_name' is not a host name; use letters, digits and hyphens, "
+        "in labels joined by dots (e.g. --name shop or --name api.shop)"
+    ]
+    assert not (runtime_dir / "devtls").exists()  # no router was started

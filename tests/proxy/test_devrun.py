@@ -457,3 +457,56 @@ def test_webpack_dev_server_through_npm_run_dev_hot_updates_over_wss(
             "[webpack-dev-server] Server started: Hot Module Replacement enabled",
         )  # fmt: skip
         assert any("[HMR] Updated modules:" in line for line in page.console()), page.console()
+
+
+FOREGROUND_APP = """import os, signal, sys, time
+print("foreground=" + str(os.tcgetpgrp(0) == os.getpgrp()), flush=True)
+def interrupted(*_):
+    print("child: SIGINT", flush=True)
+    os._exit(7)
+signal.signal(signal.SIGINT, interrupted)
+time.sleep(30)
+"""
+
+
+def test_in_a_terminal_the_child_is_the_foreground_job_and_gets_ctrl_c(
+    session_ca_dir: Path, app: Path
+) -> None:
+    import fcntl
+    import pty
+    import termios
+
+    (app / "fg.py").write_text(FOREGROUND_APP)
+    master, slave = pty.openpty()
+
+    def controlling_terminal() -> None:  # pragma: no cover - runs in the child
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    env = {**os.environ, "CAROOT": str(session_ca_dir), "DEVTLS_RUN_LISTEN": "127.0.0.1:0"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "devtls", "run", "--name", "tty", "--", sys.executable, "fg.py"],
+        cwd=app, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True,
+        preexec_fn=controlling_terminal,
+    )  # fmt: skip
+    os.close(slave)
+    seen = bytearray()
+
+    def read() -> None:
+        with contextlib.suppress(OSError):
+            while data := os.read(master, 4096):
+                seen.extend(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert wait_for(lambda: b"foreground=" in seen, 30), seen.decode(errors="replace")
+        assert b"foreground=True" in seen
+        os.write(master, b"\x03")  # Ctrl-C: the terminal signals its foreground job
+        assert process.wait(10) == 7
+        assert b"child: SIGINT" in seen
+    finally:
+        if process.poll() is None:
+            kill_group(process.pid)
+            process.wait(10)
+        os.close(master)
+        reader.join(5)
