@@ -357,6 +357,44 @@ def route_rm(
     typer.echo(f"removed {answer['route']}")
 
 
+@app.command(
+    context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
+    no_args_is_help=True,
+)
+@reports_errors
+def run(
+    command: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="-- CMD [ARGS...]", help="The dev server's command.", show_default=False
+        ),
+    ],
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            metavar="NAME",
+            help="Serve it as NAME.localhost. (default: package.json's name, else the folder's)",
+        ),
+    ] = None,
+    no_inject: Annotated[
+        bool,
+        typer.Option(
+            "--no-inject", help="Do not add the port flags of dev servers that ignore PORT."
+        ),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Take NAME over from the process that serves it.")
+    ] = False,
+) -> None:
+    """Run a dev server behind the router as https://NAME.localhost, until it exits."""
+    from devtls.devrun import RunRequest
+    from devtls.devrun import run as run_dev_server
+
+    request = RunRequest(tuple(command), name=name, inject=not no_inject, force=force)
+    raise typer.Exit(run_dev_server(request))
+
+
 @app.command()
 @reports_errors
 def stop() -> None:

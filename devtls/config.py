@@ -71,6 +71,9 @@ class Upstream:
     wants_tls_info: bool = False
     # "upstream": Host names the upstream (the browser's goes in X-Forwarded-Host).
     host_header: HostHeader = "client"
+    # Not "": the app's name on the page answered while it refuses connections (a dev server
+    # started by `devtls run` that is still booting), instead of a 502.
+    starting: str = ""
 
     def __str__(self) -> str:
         if self.scheme == "unix":
@@ -176,6 +179,8 @@ class ServeConfig:
     # HTTP mode offers h2 and http/1.1, or with --http1-only (http2 = false) http/1.1 alone.
     http2: bool = not BY_FIELD["http1_only"].default
     quiet: bool = BY_FIELD["quiet"].default
+    # Without an upstream and routes: the built-in demo (else a 404 listing the live routes).
+    demo_page: bool = BY_FIELD["demo"].default
     limits: Limits = field(default_factory=Limits)
     acme: AcmeSettings | None = None
     workers: int = BY_FIELD["workers"].default
@@ -194,7 +199,7 @@ class ServeConfig:
 
     @property
     def demo(self) -> bool:
-        return self.upstream is None and not self.routes
+        return self.demo_page and self.upstream is None and not self.routes
 
     def certificate_names(self) -> tuple[str, ...]:
         """The --names plus every concrete route host (wildcards included), deduplicated."""
@@ -507,10 +512,11 @@ def build_config(options: ServeOptions, cwd: Path | None = None) -> ServeConfig:
         alpn=parse_alpn(alpn) if alpn is not None else (),
         http2=not values["http1_only"],
         quiet=bool(values["quiet"]),
+        demo_page=bool(values["demo"]),
         limits=replace(Limits(), **limit_values),  # type: ignore[arg-type] # checked in Limits
         workers=workers,
     )
-    if config.tcp and config.demo:
+    if config.tcp and config.upstream is None and not config.routes:
         raise ConfigError("--tcp needs an UPSTREAM", "e.g. devtls serve --tcp 5432")
     if values["acme"]:
         if config.cert_file is not None:

@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any
 
 from devtls import control_protocol as cp
+from devtls.config import HostHeader
 from devtls.errors import DevtlsError
 from devtls.peercred import peer_identity
 from devtls.runtime import control_socket_path, pid_file
@@ -137,11 +138,24 @@ class ControlClient:
         return self.request("list")
 
     def add(
-        self, target: str, upstream: str, *, hold: bool = False, force: bool = False
+        self,
+        target: str,
+        upstream: str,
+        *,
+        hold: bool = False,
+        force: bool = False,
+        host_header: HostHeader | None = None,
+        starting: bool = False,
     ) -> dict[str, Any]:
-        """Add a route; ``hold`` ties it to this connection (it goes when the client does)."""
+        """Add a route; ``hold`` ties it to this connection (it goes when the client does),
+        ``starting`` answers a "starting" page while the upstream refuses connections."""
         cp.route_from(target, upstream)  # a typo is a usage error, router or not
-        return self.request("add", route=target, upstream=upstream, hold=hold, force=force)
+        fields: dict[str, object] = {"hold": hold, "force": force}
+        if host_header is not None:
+            fields["host_header"] = host_header
+        if starting:
+            fields["starting"] = True
+        return self.request("add", route=target, upstream=upstream, **fields)
 
     def remove(self, target: str) -> dict[str, Any]:
         cp.parse_target(target)

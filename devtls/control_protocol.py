@@ -5,7 +5,7 @@ requests came. Every message carries ``"v"`` (PROTOCOL_VERSION). A request:
 
     {"v": 1, "op": "list"}
     {"v": 1, "op": "add", "route": "api.localhost/v1", "upstream": "3001",
-     "hold": false, "force": false}
+     "hold": false, "force": false, "host_header": "upstream", "starting": false}
     {"v": 1, "op": "remove", "route": "api.localhost/v1"}
     {"v": 1, "op": "stop"}
 
@@ -13,16 +13,19 @@ An answer is ``{"v": 1, "ok": true, ...}`` or ``{"v": 1, "ok": false, "error": "
 "hint": "...", "kind": "usage" | "refused" | "protocol"}``. The socket is owner-only, yet
 every line is still validated here as if it came from anyone: it either parses into a
 request, or raises ``ControlError`` (which the server turns into an error answer).
-A route held (``"hold": true``) lasts as long as the connection that added it.
+A route held (``"hold": true``) lasts as long as the connection that added it. The optional
+``host_header`` ("client" or "upstream") is the Host the upstream is sent (without it: the
+router's own setting); with ``"starting": true`` a request that finds the upstream refusing
+connections gets a page that reloads itself until it answers (``devtls run``), not a 502.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from devtls.config import Route, parse_route
+from devtls.config import HostHeader, Route, check_host_header, parse_route
 from devtls.errors import ConfigError, DevtlsError, ProtocolError, UsageError
 
 PROTOCOL_VERSION = 1
@@ -54,6 +57,8 @@ class AddRoute:
     route: Route
     hold: bool = False
     force: bool = False
+    # None: the router's --host-header applies.
+    host_header: HostHeader | None = None
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,7 @@ Request = ListRoutes | AddRoute | RemoveRoute | Stop
 
 _FIELDS: dict[str, frozenset[str]] = {
     "list": frozenset(),
-    "add": frozenset({"route", "upstream", "hold", "force"}),
+    "add": frozenset({"route", "upstream", "hold", "force", "host_header", "starting"}),
     "remove": frozenset({"route"}),
     "stop": frozenset(),
 }
@@ -109,14 +114,20 @@ def parse_target(text: str) -> tuple[str, str]:
     return route.host, route.path
 
 
-def route_from(target: str, upstream: str) -> Route:
+def route_from(target: str, upstream: str, host_header: HostHeader = "client") -> Route:
     """A route from its two halves, with the validation (and messages) of ``--route``."""
     if "=" in target:
         raise ControlError(f"{target!r} is not HOST[/PATH]", "e.g. api.localhost/v1", "usage")
     try:
-        return parse_route(f"{target}={upstream}")
+        return parse_route(f"{target}={upstream}", host_header=host_header)
     except ConfigError as exc:
         raise ControlError(exc.message, exc.hint, "usage") from None
+
+
+def starting_name(host: str) -> str:
+    """What the "starting" page calls the app: its host without ``.localhost``."""
+    name = host.removesuffix(".localhost")
+    return name or host or "app"
 
 
 def _decode(line: bytes, what: str) -> dict[str, Any]:
@@ -177,8 +188,19 @@ def parse_request(line: bytes) -> Request:
     if op == "remove":
         host, path = parse_target(_text(message, "route"))
         return RemoveRoute(host, path)
-    route = route_from(_text(message, "route"), _text(message, "upstream"))
-    return AddRoute(route, hold=_flag(message, "hold"), force=_flag(message, "force"))
+    host_header: HostHeader | None = None
+    if "host_header" in message:
+        try:
+            host_header = check_host_header(message["host_header"], "host_header")
+        except ConfigError as exc:
+            raise ControlError(exc.message, exc.hint, "protocol") from None
+    route = route_from(_text(message, "route"), _text(message, "upstream"), host_header or "client")
+    if _flag(message, "starting"):
+        upstream = replace(route.upstream, starting=starting_name(route.host))
+        route = replace(route, upstream=upstream)
+    return AddRoute(
+        route, hold=_flag(message, "hold"), force=_flag(message, "force"), host_header=host_header
+    )
 
 
 def encode(message: dict[str, Any]) -> bytes:

@@ -159,6 +159,14 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("quiet", "No access log lines.", "--quiet", kind="switch", toml="quiet", default=False),
     Setting(
+        "demo",
+        "Serve the built-in demo page when there is neither an UPSTREAM nor a route "
+        "(false: a 404 listing the routes, as for a router started by devtls run).",
+        kind="switch",
+        toml="demo",
+        default=True,
+    ),
+    Setting(
         "limits",
         "Override a timeout or limit (see README).",
         "--limit",

@@ -228,10 +228,15 @@ def env_lines(shell: str | None = None, caroot: Path | None = None) -> list[str]
     shell = shell or default_shell()
     if shell not in SHELLS:
         raise UsageError(f"unknown shell {shell!r}", "use bash, zsh, fish or powershell")
-    ca = LocalCA.load(caroot)
+    variables = env_variables(LocalCA.load(caroot))
+    return [_export(shell, name, value) for name, value in variables.items()]
+
+
+def env_variables(ca: LocalCA) -> dict[str, str]:
+    """What ``devtls env`` sets (``devtls run`` gives them to its child too)."""
     assert ca.path is not None
     bundle = write_bundle(ca)
-    variables = {
+    return {
         # Node adds these to its own roots, so the devtls root alone is right here.
         "NODE_EXTRA_CA_CERTS": str(ca.path / CERT_FILE),
         # OpenSSL-based tools (Python's ssl, curl, Ruby) and requests replace their roots with
@@ -239,7 +244,6 @@ def env_lines(shell: str | None = None, caroot: Path | None = None) -> list[str]
         "SSL_CERT_FILE": str(bundle),
         "REQUESTS_CA_BUNDLE": str(bundle),
     }
-    return [_export(shell, name, value) for name, value in variables.items()]
 
 
 def _export(shell: str, name: str, value: str) -> str:

@@ -30,6 +30,30 @@ def test_each_operation_parses() -> None:
     assert add.route.upstream == Upstream("http", "localhost", 3001)
 
 
+def test_an_add_may_name_its_host_header_and_ask_for_the_starting_page() -> None:
+    plain = cp.parse_request(line(op="add", route="a.localhost", upstream="1"))
+    assert isinstance(plain, cp.AddRoute)
+    assert plain.host_header is None  # the router's own setting applies
+    assert (plain.route.upstream.host_header, plain.route.upstream.starting) == ("client", "")
+    add = cp.parse_request(
+        line(
+            op="add",
+            route="shop.localhost",
+            upstream="127.0.0.1:4000",
+            host_header="upstream",
+            starting=True,
+        )
+    )
+    assert isinstance(add, cp.AddRoute)
+    assert add.host_header == "upstream"
+    assert add.route.upstream == Upstream(
+        "http", "127.0.0.1", 4000, host_header="upstream", starting="shop"
+    )
+    named = cp.parse_request(line(op="add", route="b.a.test", upstream="1", starting=True))
+    assert isinstance(named, cp.AddRoute)
+    assert named.route.upstream.starting == "b.a.test"
+
+
 def test_the_client_lines_are_what_the_router_reads() -> None:
     sent = cp.request_line("add", route="a.localhost/x", upstream="unix:/tmp/a.sock", force=True)
     assert sent.endswith(b"\n")
@@ -59,6 +83,9 @@ def test_the_client_lines_are_what_the_router_reads() -> None:
         (line(op="add", route="a.localhost=3000", upstream="1"), "usage", "HOST[/PATH]"),
         (line(op="add", route="a.localhost/a?b", upstream="1"), "usage", "path prefix"),
         (line(op="remove", route=""), "protocol", "'route'"),
+        (line(op="add", route="a.localhost", upstream="1", host_header="x"), "protocol", "'x'"),
+        (line(op="add", route="a.localhost", upstream="1", host_header=None), "protocol", "None"),
+        (line(op="add", route="a.localhost", upstream="1", starting=1), "protocol", "'starting'"),
         (b"\xff\xfe", "protocol", "not JSON"),
     ],
 )
@@ -83,12 +110,16 @@ def test_any_bytes_parse_or_raise_control_error(data: bytes) -> None:
         cp.parse_request(data)
 
 
-FIELDS = st.sampled_from(["v", "op", "route", "upstream", "hold", "force", "x"])
+FIELDS = st.sampled_from(
+    ["v", "op", "route", "upstream", "hold", "force", "host_header", "starting", "x"]
+)
 VALUES = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(),
-    st.sampled_from(["list", "add", "remove", "stop", "a.localhost/x", "3000", "*"]),
+    st.sampled_from(
+        ["list", "add", "remove", "stop", "a.localhost/x", "3000", "*", "client", "upstream"]
+    ),
     st.text(max_size=20),
 )
 

@@ -27,6 +27,8 @@ CORE = {
     "proxy.routetable",
     "control_protocol",
     "hostsfile",
+    "devrun_inject",
+    "proxy.pages",
 }
 FORBIDDEN_IN_CORE = {"asyncio", "typer", "rich", "click"}
 

@@ -8,13 +8,14 @@ client side is a ``Front``: one HTTP/1 connection (h1), or one HTTP/2 stream (h2
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from typing import Protocol
 
 from devtls.config import Upstream
 from devtls.errors import ProtocolError
-from devtls.proxy import forwarding, http1
+from devtls.proxy import forwarding, http1, pages
 from devtls.proxy.flow import CONNECTING, PEER_FULL, ReadGate
 from devtls.proxy.forwarding import ClientSide
 from devtls.proxy.http1 import BodyKind, Headers, RequestHead, ResponseHead
@@ -176,7 +177,13 @@ class Exchange:
         host = head.host.decode("ascii") or (front.sni or "")
         route, upstream = state.router.match(host, head.path.decode("latin-1"))
         if upstream is None:
-            self._respond_locally(404, self._no_route_page(host), close=False)
+            content_type, body = pages.no_route_page(
+                host,
+                state.router.routes,
+                _port_of(host),
+                as_html=pages.wants_html(_field(head.headers, b"accept")),
+            )
+            self._respond_locally(404, body, close=False, content_type=content_type)
             return
         self.route_upstream = upstream
         target = upstream_target(route, upstream, head.target.decode("latin-1"))
@@ -284,6 +291,16 @@ class Exchange:
         self, upstream: Upstream, exc: BaseException, tried: tuple[str, ...] = ()
     ) -> None:
         if self.front.closed or self.request is None:
+            return
+        if upstream.starting and _refused(exc):
+            # A dev server that is still booting: a page that asks again, not an error.
+            self._respond_locally(
+                503,
+                pages.starting_page(upstream.starting),
+                close=not self.request_done,
+                content_type=pages.HTML,
+                extra=pages.starting_headers(),
+            )
             return
         status, message = describe_upstream_failure(upstream, exc, tried)
         log.warning("upstream %s: %s", upstream.authority, message)
@@ -423,7 +440,15 @@ class Exchange:
         self.route_upstream = None
         self.front.exchange_done(keep_alive)
 
-    def _respond_locally(self, status: int, body: bytes, *, close: bool) -> None:
+    def _respond_locally(
+        self,
+        status: int,
+        body: bytes,
+        *,
+        close: bool,
+        content_type: bytes = pages.TEXT,
+        extra: Headers | None = None,
+    ) -> None:
         request = self.request
         assert request is not None
         keep_alive = forwarding.local_keep_alive(
@@ -433,15 +458,15 @@ class Exchange:
         self.response_bytes = len(body)
         self.front.write(
             http1.simple_response(
-                status, body, close=not keep_alive, head_only=request.method == b"HEAD"
+                status,
+                body,
+                content_type=content_type,
+                extra=extra,
+                close=not keep_alive,
+                head_only=request.method == b"HEAD",
             )
         )
         self._finish(keep_alive)
-
-    def _no_route_page(self, host: str) -> bytes:
-        lines = [f"devtls: no route for host {host!r}.", "", "Configured routes:"]
-        lines += [f"  {route}" for route in self.state.router.routes] or ["  (none)"]
-        return ("\n".join(lines) + "\n").encode()
 
     def _log(self, request: RequestHead) -> None:
         if self.state.config.quiet:
@@ -452,3 +477,23 @@ class Exchange:
             f'{request.target.decode("ascii", "backslashreplace")}" {self.response_status} '
             f"{self.response_bytes}B {ms:.1f}ms"
         )
+
+
+def _field(headers: Headers, name: bytes) -> bytes | None:
+    for field_name, value in headers:
+        if field_name.lower() == name:
+            return value
+    return None
+
+
+def _port_of(host: str) -> int:
+    """The port the client asked for in Host (443 when it named none)."""
+    _, colon, port = host.rpartition(":")
+    return int(port) if colon and port.isdigit() and "]" not in port else 443
+
+
+def _refused(exc: BaseException) -> bool:
+    return (
+        isinstance(exc, (ConnectionRefusedError, FileNotFoundError))
+        or getattr(exc, "errno", None) == errno.ECONNREFUSED
+    )

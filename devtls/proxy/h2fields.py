@@ -168,14 +168,22 @@ def websocket_key(request: RequestHead) -> bytes:
     return next(v for n, v in reversed(request.headers) if n == b"sec-websocket-key")
 
 
-def local_fields(status: int, length: int) -> Headers:
+def local_fields(
+    status: int,
+    length: int,
+    content_type: bytes = b"text/plain; charset=utf-8",
+    extra: Headers | None = None,
+) -> Headers:
     """The HEADERS of an answer of devtls's own (404, 502, 504: the HTTP/1.1 pages' twins)."""
-    return [
+    fields: Headers = [
         (b":status", b"%d" % status),
-        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-type", content_type),
         (b"content-length", b"%d" % length),
         (b"cache-control", b"no-store"),
     ]
+    if extra:
+        fields += [(name.lower(), value) for name, value in extra]
+    return fields
 
 
 def _h2_fields(head: ResponseHead) -> Headers:

@@ -17,7 +17,7 @@ from h2.errors import ErrorCodes
 
 from devtls.config import Limits, Upstream
 from devtls.errors import ProtocolError
-from devtls.proxy import forwarding, h2fields
+from devtls.proxy import forwarding, h2fields, pages
 from devtls.proxy.exchange import Exchange
 from devtls.proxy.flow import PEER_FULL, WRITE_HIGH_WATER, WRITE_LOW_WATER, ReadGate
 from devtls.proxy.forwarding import ClientSide
@@ -94,13 +94,22 @@ class StreamExchange(Exchange):
         self.stream.end_response([(n.lower(), v) for n, v in passed] if passed else None)
         self._finish(True)
 
-    def _respond_locally(self, status: int, body: bytes, *, close: bool) -> None:
+    def _respond_locally(
+        self,
+        status: int,
+        body: bytes,
+        *,
+        close: bool,
+        content_type: bytes = pages.TEXT,
+        extra: Headers | None = None,
+    ) -> None:
         request = self.request
         assert request is not None
         self.response_status = status
         self.response_bytes = len(body)
         bodiless = request.method == b"HEAD" or not body
-        self.stream.send_headers(h2fields.local_fields(status, len(body)), end=bodiless)
+        fields = h2fields.local_fields(status, len(body), content_type, extra)
+        self.stream.send_headers(fields, end=bodiless)
         if not bodiless:
             self.stream.send_data(body)
             self.stream.end_response(None)

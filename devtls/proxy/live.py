@@ -153,12 +153,20 @@ class LiveRouter:
             return await self.listing()
         if isinstance(request, cp.AddRoute):
             route = request.route
+            if request.host_header is None and self.settings.host_header != "client":
+                # Routes added while running get the router's --host-header, as its own do.
+                upstream = replace(route.upstream, host_header=self.settings.host_header)
+                route = replace(route, upstream=upstream)
             self.table.add(
                 route, lease=lease if request.hold else None, pid=pid, force=request.force
             )
             self.publish()
             self._log(f"route added: {route}" + (f" (held by pid {pid})" if request.hold else ""))
-            return {"route": target_text(route.host, route.path), "upstream": str(route.upstream)}
+            return {
+                "route": target_text(route.host, route.path),
+                "upstream": str(route.upstream),
+                "listen_port": self.local.state.listen_port,
+            }
         if isinstance(request, cp.RemoveRoute):
             removed = self.table.remove(request.host, request.path)
             self.publish()
@@ -205,7 +213,12 @@ class LiveRouter:
                 "source": "demo" if demo else self.table.fallback_source,
                 "answers": up[fallback],
             }
-        return {"pid": os.getpid(), "routes": [row(e) for e in entries], "fallback": fallback_row}
+        return {
+            "pid": os.getpid(),
+            "listen_port": self.local.state.listen_port,
+            "routes": [row(e) for e in entries],
+            "fallback": fallback_row,
+        }
 
     # -- reloads ---------------------------------------------------------------------------
 

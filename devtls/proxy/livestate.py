@@ -50,7 +50,12 @@ class LiveState:
         self._make_upstream_tls = make_upstream_tls
         self.cert_generation = 0
         # A route host may get a certificate minted on demand, whenever it was added.
-        certs.may_mint = lambda name: self.state.router.serves_host(name)
+        certs.may_mint = self.may_mint
+
+    def may_mint(self, name: str) -> bool:
+        # A name under .localhost reaches only this machine: a browser asking for one that no
+        # route serves gets the 404 page listing the apps, not a certificate error.
+        return self.state.router.serves_host(name) or name.lower().endswith(".localhost")
 
     def apply(self, snapshot: Snapshot) -> None:
         """Take a snapshot; the certificate files are read again only when they changed (a

@@ -359,6 +359,11 @@ def _banner(config: ServeConfig, port: int) -> list[str]:
     if config.upstream is not None and not config.demo:
         label = "every other host" if config.routes else f"{kind}://{host}{suffix}"
         lines.append(f"devtls: {label} -> {config.upstream}")
+    if config.upstream is None and not config.routes and not config.demo:
+        lines.append(
+            f"devtls: https://{host}{suffix} has no routes yet (devtls run and devtls route add "
+            "add them)"
+        )
     if config.redirect_http is not None:
         lines.append(f"devtls: http://{config.redirect_http} redirects to https")
     if config.workers > 1:
