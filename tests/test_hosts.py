@@ -10,9 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,8 @@ from typer.testing import CliRunner
 from devtls import _files, hosts
 from devtls.cli import app
 from devtls.hostsfile import BEGIN_MARKER, END_MARKER
-from tests.conftest import IN_CI, require_tool, wait_for
+from tests.conftest import IN_CI, require_tool
+from tests.routerprocess import devtls, free_port, router
 
 NOBODY = 65534
 # A file as a user keeps it: a comment in Latin-1 (not UTF-8), CRLF, no final newline.
@@ -41,45 +40,6 @@ def hosts_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextmanager
-def router(*routes: str, caroot: Path, cwd: Path) -> Iterator[subprocess.Popen[str]]:
-    """``devtls serve`` with these routes, its control socket in this test's runtime folder."""
-    args = [arg for route in routes for arg in ("--route", route)]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "devtls", "serve", "--listen", f"127.0.0.1:{free_port()}", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, "CAROOT": str(caroot)},
-    )
-    assert process.stdout is not None
-    stdout = process.stdout
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(stdout), daemon=True)
-    reader.start()
-    try:
-        assert wait_for(lambda: sum("->" in line for line in lines) >= len(routes), 30), lines
-        yield process
-    finally:
-        process.kill()
-        process.wait(10)
-        reader.join(10)
-        stdout.close()
-
-
-def devtls(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "devtls", *args], capture_output=True, text=True, timeout=60
-    )
-
-
 def test_sync_names_the_route_hosts_follows_live_routes_and_clean_undoes_it(
     hosts_file: Path, session_ca_dir: Path, tmp_path: Path
 ) -> None:
@@ -88,7 +48,8 @@ def test_sync_names_the_route_hosts_follows_live_routes_and_clean_undoes_it(
         os.chown(hosts_file, NOBODY, NOBODY)
     port = str(free_port())
     routes = (f"a.localhost={port}", f"api.test/v1={port}", f"*.w.localhost={port}", f"*={port}")
-    with router(*routes, caroot=session_ca_dir, cwd=tmp_path):
+    args = [arg for route in routes for arg in ("--route", route)]
+    with router(*args, caroot=session_ca_dir, cwd=tmp_path, route_lines=len(routes)):
         synced = devtls("hosts", "sync")
         assert synced.returncode == 0, synced.stderr
         assert synced.stdout == f"wrote {hosts_file}: a.localhost, api.test on 127.0.0.1\n"

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import ssl
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -21,6 +18,7 @@ from typer.testing import CliRunner
 from devtls.cli import app
 from devtls.runtime import CONTROL_SOCKET, PID_FILE
 from tests.conftest import wait_for
+from tests.routerprocess import devtls, free_port, router
 
 
 class Hello(BaseHTTPRequestHandler):
@@ -43,60 +41,6 @@ def upstream_port() -> Iterator[int]:
     yield server.server_address[1]
     server.shutdown()
     server.server_close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class Router:
-    def __init__(self, process: subprocess.Popen[str], port: int) -> None:
-        self.process = process
-        self.port = port
-        self.lines: list[str] = []
-
-    def has_line(self, words: str) -> bool:
-        return any(words in line for line in self.lines)
-
-
-@contextmanager
-def router(*args: str, caroot: Path, cwd: Path) -> Iterator[Router]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "devtls", "serve", "--listen", f"127.0.0.1:{port}", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, "CAROOT": str(caroot)},
-    )
-    running = Router(process, port)
-    assert process.stdout is not None
-    stdout = process.stdout
-
-    def read() -> None:
-        for line in stdout:
-            running.lines.append(line.rstrip("\n"))
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        assert wait_for(lambda: running.has_line("->"), 30), running.lines
-        yield running
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
-        reader.join(10)
-        stdout.close()
-
-
-def devtls(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "devtls", *args], capture_output=True, text=True, timeout=60
-    )
 
 
 def get(caroot: Path, port: int, host: str, path: str = "/", *, sni: str | None = None) -> int:
