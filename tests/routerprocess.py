@@ -53,6 +53,7 @@ def router(*args: str, caroot: Path, cwd: Path, route_lines: int = 1) -> Iterato
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
+
     def started() -> bool:
         return sum("->" in line for line in running.lines) >= route_lines
 
