@@ -145,9 +145,12 @@ def test_rapid_reset_written_until_closed_is_bounded(harness: Harness) -> None:
         assert client.received.closed
         assert stream_id < 20_000
         assert logged(harness, "too many streams reset -> GOAWAY ENHANCE_YOUR_CALM")
-        # The slow upstream answered none of them before its reset: the allowance bounds them.
-        assert upstream.connections <= RESET_ALLOWANCE + 1
-        assert len(upstream.seen) <= RESET_ALLOWANCE + 1
+        # The slow upstream answered none of them before its reset: the allowance bounds them,
+        # plus the streams still open when it ran out (whose connects had started: how many of
+        # the earlier ones idle connections could take depends on the loop's timing).
+        bound = RESET_ALLOWANCE + MAX_CONCURRENT_STREAMS + 1
+        assert upstream.connections <= bound
+        assert len(upstream.seen) <= bound
         still_serves(harness, proxy)
 
 
