@@ -21,7 +21,7 @@ if ((${#missing[@]})); then
         --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# The dev servers the browser tests put devtls in front of (Vite, webpack-dev-server), pinned
+# The dev servers the browser tests put devtls in front of (Vite, webpack-dev-server, Next.js), pinned
 # in tests/devservers/package-lock.json and installed there when missing or when the lock
 # changed. Debian's nodejs package ships no npm (its npm package does); Vite needs Node
 # 20.19 or later.

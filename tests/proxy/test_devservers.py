@@ -1,12 +1,12 @@
 """Real dev servers behind ``devtls serve``, in headless Chromium: the README's recipes.
 
-Vite and webpack-dev-server (the versions pinned in tests/devservers/package.json, which
+Vite, webpack-dev-server and Next.js (the versions pinned in tests/devservers/package.json, which
 scripts/test.sh installs with ``npm ci``) serve a page at ``https://app.test:PORT`` through
 devtls; the test edits a module and the update must arrive over the page's wss:// socket as
 hot module replacement: the page changes without loading again. Each recipe is run both
 ways: ``--host-header upstream`` with no dev-server setting for the host, and the browser's
 Host with the dev server's allowed-hosts line. Without either, the dev server refuses the
-name, which is why the recipes exist.
+name (Next.js: the Origin of its HMR socket), which is why the recipes exist.
 """
 
 from __future__ import annotations
@@ -14,9 +14,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -100,7 +103,13 @@ def dev_server(command: list[str | Path], cwd: Path, port: int) -> Iterator[list
             cwd=cwd,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "BROWSER": "none", "NO_COLOR": "1", "FORCE_COLOR": "0"},
+            env={
+                **os.environ,
+                "BROWSER": "none",
+                "NO_COLOR": "1",
+                "FORCE_COLOR": "0",
+                "NEXT_TELEMETRY_DISABLED": "1",
+            },
             start_new_session=True,
         )
     try:
@@ -297,11 +306,151 @@ def test_webpack_dev_server_sockets_dial_its_own_port_without_the_line(
         assert f"port={port}" in bundle
 
 
+# -- Next.js ---------------------------------------------------------------------------------
+
+# Fast Refresh replaces a module that exports only components; the load counter sits in a
+# module of its own, which an edit of the message does not run again.
+NEXT_LAYOUT = """import Count from './count.js';
+
+export default function RootLayout({ children }) {
+  return <html><body><Count />{children}</body></html>;
+}
+"""
+NEXT_COUNT = (
+    "'use client';\nif (typeof window !== 'undefined') "
+    + COUNT_LOADS.replace("\n", "")
+    + "\nexport default function Count() { return null; }\n"
+)
+NEXT_PAGE = """import Message from './message.js';
+
+export default function Page() { return <Message />; }
+"""
+# "version N" once hydrated: an edit that comes before React has taken the page over is
+# not a Fast Refresh of it.
+NEXT_MESSAGE = """'use client';
+import {{ useEffect, useState }} from 'react';
+
+export default function Message() {{
+  const [hydrated, setHydrated] = useState(false);
+  useEffect(() => setHydrated(true), []);
+  return <p id="app">{{hydrated ? 'version {n}' : 'loading'}}</p>;
+}}
+"""
+# What Next.js's own warning tells users to write, and the README shows.
+NEXT_ALLOWED_DEV_ORIGINS = """module.exports = {
+  allowedDevOrigins: ['app.test'],
+}
+"""
+
+
+@contextmanager
+def next_project(*, config: str | None = None) -> Iterator[Path]:
+    """A Next.js app in a folder of tests/devservers, removed after.
+
+    Turbopack compiles nothing outside the project's root (the folder of the nearest lockfile),
+    so a ``node_modules`` symlink out of a temporary folder is not enough: the app lives under
+    tests/devservers and finds the pinned packages there.
+    """
+    node_bin("next")
+    folder = Path(tempfile.mkdtemp(prefix="next-app-", dir=DEVSERVERS))
+    try:
+        files = {
+            "app/layout.js": NEXT_LAYOUT,
+            "app/count.js": NEXT_COUNT,
+            "app/page.js": NEXT_PAGE,
+            "app/message.js": NEXT_MESSAGE.format(n=1),
+        }
+        if config is not None:
+            files["next.config.js"] = config
+        for name, text in files.items():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def next_dev(port: int) -> list[str | Path]:
+    return [node_bin("next"), "dev", "--port", str(port)]
+
+
+def next_page_compiled(session_ca_dir: Path, port: int) -> bool:
+    """Whether the page is there: the first compile takes seconds, more on a busy machine."""
+    return wait_for(lambda: curl_status(session_ca_dir, port)[0] == "200", 90)
+
+
+@pytest.mark.parametrize(
+    ("devtls_args", "config"),
+    [(UPSTREAM_HOST, None), ([], NEXT_ALLOWED_DEV_ORIGINS)],
+    ids=WAYS[:2],
+)
+def test_next_dev_hmr_over_wss(
+    session_ca_dir: Path, tmp_path: Path, devtls_args: list[str], config: str | None
+) -> None:
+    port = free_port()
+    with (
+        next_project(config=config) as app,
+        dev_server(next_dev(port), app, port),
+        devtls_in_front(session_ca_dir, port, *devtls_args) as front,
+        chromium_page(tmp_path / "home", session_ca_dir / "rootCA.pem", resolve=(NAME,)) as page,
+    ):
+        assert next_page_compiled(session_ca_dir, front), (app / "devserver.log").read_text()
+        hot_update(page, NAME, front, app / "app/message.js", NEXT_MESSAGE, "[HMR] connected")
+        done = page.until(lambda: any("[Fast Refresh] done" in line for line in page.console()))
+        assert done, page.console()
+
+
+def websocket_handshake(session_ca_dir: Path, port: int, path: str) -> str:
+    """The status line a WebSocket handshake from the page's own origin is answered with."""
+    context = ssl.create_default_context(cafile=session_ca_dir / "rootCA.pem")
+    context.set_alpn_protocols(["http/1.1"])
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=30) as raw,
+        context.wrap_socket(raw, server_hostname=NAME) as tls,
+    ):
+        tls.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: {NAME}:{port}\r\nOrigin: https://{NAME}:{port}\r\n"
+            "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode()
+        )
+        answer = b""
+        while b"\r\n" not in answer and len(answer) < 4096:
+            chunk = tls.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    return answer.partition(b"\r\n")[0].decode("latin-1")
+
+
+def test_next_dev_refuses_the_hmr_socket_without_either(
+    session_ca_dir: Path, tmp_path: Path
+) -> None:
+    """Next.js serves the page to any Host; its check is on the Origin of its dev resources."""
+    port = free_port()
+    with next_project() as app, dev_server(next_dev(port), app, port):
+        with devtls_in_front(session_ca_dir, port) as front:
+            assert next_page_compiled(session_ca_dir, front), (app / "devserver.log").read_text()
+            # Next.js ends the refused handshake's connection without an answer.
+            status = websocket_handshake(session_ca_dir, front, "/_next/hmr?id=x")
+            assert status == "HTTP/1.1 502 Bad Gateway"
+            log = (app / "devserver.log").read_text()
+            refused = (
+                f'Blocked cross-origin request to Next.js dev resource /_next/hmr from "{NAME}"'
+            )
+            assert refused in log
+            assert NEXT_ALLOWED_DEV_ORIGINS.rstrip() in log  # its advice is the README's line
+        # The same dev server, through devtls with the rewrite: the socket opens.
+        with devtls_in_front(session_ca_dir, port, *UPSTREAM_HOST) as front:
+            status = websocket_handshake(session_ca_dir, front, "/_next/hmr?id=x")
+            assert status == "HTTP/1.1 101 Switching Protocols"
+
+
 def test_the_readme_shows_these_recipes() -> None:
     """What the tests above run is what the README tells users, line for line."""
     readme = (Path(__file__).parent.parent.parent / "README.md").read_text()
     assert VITE_ALLOWED_HOSTS in readme
+    assert NEXT_ALLOWED_DEV_ORIGINS in readme
     assert WEBPACK_CONFIG.format(lines=WEBPACK_SOCKET_LINE) in readme
     assert f"```js\n{WEBPACK_ALLOWED_LINE}```" in readme
-    for port in (5173, 8080):
+    for port in (5173, 8080, 3000):
         assert f"devtls serve --route '{NAME}={port}' --host-header upstream" in readme
