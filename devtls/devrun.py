@@ -183,7 +183,10 @@ def register(client: ControlClient, host: str, port: int, *, force: bool) -> int
     try:
         answer = client.add(
             host,
-            f"{LOOPBACK}:{port}",
+            # localhost, not 127.0.0.1: the rewritten Host and Origin then name localhost,
+            # which dev servers trust by default (Next.js allows no IP address as an origin).
+            # The router still tries 127.0.0.1 first, where the command was told to listen.
+            f"localhost:{port}",
             hold=True,
             force=force,
             host_header="upstream",

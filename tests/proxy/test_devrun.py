@@ -232,7 +232,7 @@ def test_the_app_is_served_at_its_name_after_a_starting_page(
         status, _, body = curl(session_ca_dir, running)
         port = re.search(r"port=(\d+)", body)
         assert port, body
-        assert f"host=127.0.0.1:{port.group(1)} url={running.url}" in body
+        assert f"host=localhost:{port.group(1)} url={running.url}" in body
         assert wait_for(lambda: any(" shop ready in " in line for line in running.lines), 5)
         # The child's exit status is devtls run's, and its route goes with it.
         assert route_names() == {"shop.localhost"}
@@ -336,7 +336,7 @@ def test_the_router_started_on_demand_lists_the_apps_and_stops(
         # curl gets the same as text.
         status, head, body = curl(session_ca_dir, r, host="nothing.localhost")
         assert status == 404
-        assert "list.localhost -> http://127.0.0.1:" in body
+        assert "list.localhost -> http://localhost:" in body
     stopped = devtls("stop", caroot=session_ca_dir)
     assert stopped.returncode == 0, stopped.stderr
     assert stopped.stdout == f"stopped the router (pid {pid})\n"
