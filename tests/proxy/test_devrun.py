@@ -442,6 +442,31 @@ def test_vite_through_devtls_run_hot_updates_over_wss(session_ca_dir: Path, tmp_
         assert any("[vite] hot updated: /src/message.js" in line for line in page.console())
 
 
+def test_next_dev_through_devtls_run_hot_updates_over_wss(
+    session_ca_dir: Path, tmp_path: Path
+) -> None:
+    """Next.js checks the Origin of its HMR socket and trusts localhost only: devtls run's
+    route names localhost:PORT, so the rewritten Origin passes with no next.config.js."""
+    from tests.proxy.cdp import chromium_page
+    from tests.proxy.test_devservers import NEXT_MESSAGE, hot_update, next_project, node_bin
+
+    with (
+        next_project() as app,
+        devtls_run(
+            session_ca_dir, app, "--name", "nextapp", "--", str(node_bin("next")), "dev",
+            env=DEV_SERVER_ENV,
+        ) as r,
+        chromium_page(tmp_path / "home", session_ca_dir / "rootCA.pem") as page,
+    ):  # fmt: skip
+        assert r.host.endswith("nextapp.localhost")
+        # The first compile takes seconds, more on a busy machine.
+        assert wait_for(lambda: curl(session_ca_dir, r)[0] == 200, 90), r.output()
+        hot_update(page, r.host, r.port, app / "app/message.js", NEXT_MESSAGE, "[HMR] connected")
+        done = page.until(lambda: any("[Fast Refresh] done" in line for line in page.console()))
+        assert done, page.console()
+        assert "Blocked cross-origin request" not in r.output()
+
+
 def test_webpack_dev_server_through_npm_run_dev_hot_updates_over_wss(
     session_ca_dir: Path, tmp_path: Path
 ) -> None:
