@@ -1,12 +1,14 @@
 """Real dev servers behind ``devtls serve``, in headless Chromium: the README's recipes.
 
-Vite, webpack-dev-server and Next.js (the versions pinned in tests/devservers/package.json, which
-scripts/test.sh installs with ``npm ci``) serve a page at ``https://app.test:PORT`` through
-devtls; the test edits a module and the update must arrive over the page's wss:// socket as
-hot module replacement: the page changes without loading again. Each recipe is run both
-ways: ``--host-header upstream`` with no dev-server setting for the host, and the browser's
-Host with the dev server's allowed-hosts line. Without either, the dev server refuses the
-name (Next.js: the Origin of its HMR socket), which is why the recipes exist.
+Vite, webpack-dev-server, Next.js and Angular (the versions pinned in
+tests/devservers/package.json, which scripts/test.sh installs with ``npm ci``) serve a page at
+``https://app.test:PORT`` through devtls; the test edits a module and the update must arrive
+over the page's wss:// socket as hot module replacement: the page changes without loading
+again (Angular hot-replaces a template; an edit of a TypeScript module reloads the page, over
+the same socket). Each recipe is run both ways: ``--host-header upstream`` with no dev-server
+setting for the host, and the browser's Host with the dev server's allowed-hosts line. Without
+either, the dev server refuses the name (Next.js: the Origin of its HMR socket), which is why
+the recipes exist.
 """
 
 from __future__ import annotations
@@ -151,9 +153,19 @@ def devtls_in_front(
 
 
 def hot_update(
-    page: Page, name: str, port: int, message_file: Path, message: str, connected: str
+    page: Page,
+    name: str,
+    port: int,
+    message_file: Path,
+    message: str,
+    connected: str,
+    *,
+    loads: str = "1",
 ) -> None:
-    """Load ``https://name:port/``, edit ``message_file``, see the page change, not reload."""
+    """Load ``https://name:port/``, edit ``message_file``, see the page change, not reload.
+
+    ``loads="2"``: the dev server answers the edit by reloading the page (live reload).
+    """
     page.call("Page.navigate", url=f"https://{name}:{port}/")
     text = "document.getElementById('app') && document.getElementById('app').textContent"
     assert page.until(lambda: page.evaluate(text) == "version 1"), page.console()
@@ -164,7 +176,7 @@ def hot_update(
     assert all(s.startswith(f"wss://{name}:{port}/") for s in sockets), sockets
     message_file.write_text(message.format(n=2))
     assert page.until(lambda: page.evaluate(text) == "version 2"), page.console()
-    assert page.evaluate("sessionStorage.loads") == "1", "the page loaded again: no HMR"
+    assert page.evaluate("sessionStorage.loads") == loads, "not the update expected"
 
 
 def curl_status(session_ca_dir: Path, port: int, path: str = "/") -> tuple[str, str]:
@@ -445,6 +457,131 @@ def test_next_dev_refuses_the_hmr_socket_without_either(
             assert status == "HTTP/1.1 101 Switching Protocols"
 
 
+# -- Angular ---------------------------------------------------------------------------------
+
+# A zoneless standalone app: the component shows the text of a module of its own.
+NG_MAIN = (
+    COUNT_LOADS
+    + """import { Component, provideZonelessChangeDetection } from '@angular/core';
+import { bootstrapApplication } from '@angular/platform-browser';
+import { message } from './message';
+
+@Component({ selector: 'app-root', template: '<p id="app">{{ message }}</p>' })
+class App { message = message; }
+
+bootstrapApplication(App, { providers: [provideZonelessChangeDetection()] });
+"""
+)
+NG_MESSAGE = "export const message = 'version {n}';\n"
+NG_INDEX_HTML = """<!doctype html>
+<html><head><meta charset="utf-8"><title>hmr</title><base href="/"></head>
+<body><app-root></app-root></body></html>
+"""
+NG_TSCONFIG = """{
+  "compilerOptions": {
+    "target": "ES2022", "module": "preserve", "moduleResolution": "bundler",
+    "strict": true, "skipLibCheck": true
+  },
+  "files": ["src/main.ts"]
+}
+"""
+NG_JSON = """{{
+  "version": 1,
+  "cli": {{ "analytics": false }},
+  "projects": {{ "app": {{
+    "projectType": "application", "root": "", "sourceRoot": "src",
+    "architect": {{
+      "build": {{ "builder": "@angular/build:application", "options": {{
+        "browser": "src/main.ts", "index": "src/index.html", "tsConfig": "tsconfig.json",
+        "optimization": false
+      }} }},
+      "serve": {{ "builder": "@angular/build:dev-server", "options": {{
+        "buildTarget": "app:build"{serve}
+      }} }}
+    }}
+  }} }}
+}}
+"""
+# The README's line, in the serve target's options.
+NG_ALLOWED_HOSTS = '"allowedHosts": ["app.test"]'
+
+
+NG_TEMPLATE_MAIN = NG_MAIN.replace(
+    "template: '<p id=\"app\">{{ message }}</p>'", "templateUrl: './app.html'"
+)
+NG_TEMPLATE = '<p id="app">version {n}</p>\n'
+
+
+def ng_project(folder: Path, *, allowed_hosts: bool = False, template_file: bool = False) -> Path:
+    serve = ",\n        " + NG_ALLOWED_HOSTS if allowed_hosts else ""
+    files = {
+        "angular.json": NG_JSON.format(serve=serve),
+        "tsconfig.json": NG_TSCONFIG,
+        "src/index.html": NG_INDEX_HTML,
+        "src/main.ts": NG_MAIN,
+        "src/message.ts": NG_MESSAGE.format(n=1),
+    }
+    if template_file:
+        files["src/main.ts"] = NG_TEMPLATE_MAIN
+        files["src/app.html"] = NG_TEMPLATE.format(n=1)
+    return project(folder, files)
+
+
+def ng_serve(port: int) -> list[str | Path]:
+    return [node_bin("ng"), "serve", "--port", str(port)]
+
+
+@pytest.mark.parametrize(
+    ("devtls_args", "allowed_hosts"), [(UPSTREAM_HOST, False), ([], True)], ids=WAYS[:2]
+)
+def test_ng_serve_hmr_over_wss(
+    session_ca_dir: Path, tmp_path: Path, devtls_args: list[str], allowed_hosts: bool
+) -> None:
+    app = ng_project(tmp_path / "app", allowed_hosts=allowed_hosts)
+    port = free_port()
+    with (
+        dev_server(ng_serve(port), app, port),
+        devtls_in_front(session_ca_dir, port, *devtls_args) as front,
+        chromium_page(tmp_path / "home", session_ca_dir / "rootCA.pem", resolve=(NAME,)) as page,
+    ):
+        assert wait_for(lambda: curl_status(session_ca_dir, front)[0] == "200", 90), (
+            app / "devserver.log"
+        ).read_text()
+        # An edit of a module that is not a component's template or style is a full reload
+        # over the socket: Angular hot-replaces templates and styles only.
+        hot_update(
+            page, NAME, front, app / "src/message.ts", NG_MESSAGE, "[vite] connected.", loads="2"
+        )
+
+
+def test_ng_serve_hot_replaces_a_template_over_wss(session_ca_dir: Path, tmp_path: Path) -> None:
+    """What Angular replaces without a reload: a component's template (and styles)."""
+    app = ng_project(tmp_path / "app", template_file=True)
+    port = free_port()
+    with (
+        dev_server(ng_serve(port), app, port),
+        devtls_in_front(session_ca_dir, port, *UPSTREAM_HOST) as front,
+        chromium_page(tmp_path / "home", session_ca_dir / "rootCA.pem", resolve=(NAME,)) as page,
+    ):
+        assert wait_for(lambda: curl_status(session_ca_dir, front)[0] == "200", 90), (
+            app / "devserver.log"
+        ).read_text()
+        hot_update(page, NAME, front, app / "src/app.html", NG_TEMPLATE, "[vite] connected.")
+
+
+def test_ng_serve_refuses_the_name_without_either(session_ca_dir: Path, tmp_path: Path) -> None:
+    app = ng_project(tmp_path / "app")
+    port = free_port()
+    with dev_server(ng_serve(port), app, port):
+        with devtls_in_front(session_ca_dir, port) as front:
+            status, body = curl_status(session_ca_dir, front)
+            assert status == "403"
+            assert f'This host ("{NAME}") is not allowed' in body
+            assert NG_ALLOWED_HOSTS in body  # its advice is the README's line
+        with devtls_in_front(session_ca_dir, port, *UPSTREAM_HOST) as front:
+            assert wait_for(lambda: curl_status(session_ca_dir, front)[0] == "200", 90)
+
+
 def test_the_readme_shows_these_recipes() -> None:
     """What the tests above run is what the README tells users, line for line."""
     readme = (Path(__file__).parent.parent.parent / "README.md").read_text()
@@ -452,5 +589,6 @@ def test_the_readme_shows_these_recipes() -> None:
     assert NEXT_ALLOWED_DEV_ORIGINS in readme
     assert WEBPACK_CONFIG.format(lines=WEBPACK_SOCKET_LINE) in readme
     assert f"```js\n{WEBPACK_ALLOWED_LINE}```" in readme
-    for port in (5173, 8080, 3000):
+    assert f"```json\n{NG_ALLOWED_HOSTS}\n```" in readme
+    for port in (5173, 8080, 3000, 4200):
         assert f"devtls serve --route '{NAME}={port}' --host-header upstream" in readme
