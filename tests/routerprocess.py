@@ -9,6 +9,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from tests.conftest import wait_for
@@ -72,3 +73,16 @@ def devtls(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "devtls", *args], capture_output=True, text=True, timeout=60
     )
+
+
+@contextmanager
+def http_upstream(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
+    """A threaded plain-HTTP upstream on a free loopback port; yields the port."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()

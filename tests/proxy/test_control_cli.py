@@ -7,9 +7,8 @@ import signal
 import socket
 import ssl
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from typer.testing import CliRunner
 from devtls.cli import app
 from devtls.runtime import CONTROL_SOCKET, PID_FILE
 from tests.conftest import wait_for
-from tests.routerprocess import devtls, free_port, router
+from tests.routerprocess import devtls, free_port, http_upstream, router
 
 
 class Hello(BaseHTTPRequestHandler):
@@ -35,12 +34,8 @@ class Hello(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def upstream_port() -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hello)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    with http_upstream(Hello) as port:
+        yield port
 
 
 def get(caroot: Path, port: int, host: str, path: str = "/", *, sni: str | None = None) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import IN_CI, require_tool, run, wait_for
+from tests.routerprocess import http_upstream
 
 
 def free_port() -> int:
@@ -52,12 +53,8 @@ class SlowHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def upstream_port() -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    with http_upstream(SlowHandler) as port:
+        yield port
 
 
 @contextmanager
