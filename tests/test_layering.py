@@ -29,6 +29,7 @@ CORE = {
     "hostsfile",
     "devrun_inject",
     "proxy.pages",
+    "expiry",
 }
 FORBIDDEN_IN_CORE = {"asyncio", "typer", "rich", "click"}
 
