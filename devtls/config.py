@@ -184,6 +184,8 @@ class ServeConfig:
     limits: Limits = field(default_factory=Limits)
     acme: AcmeSettings | None = None
     workers: int = BY_FIELD["workers"].default
+    # Also the LAN addresses, HOSTNAME.local and the onboarding page (devtls.proxy.lan).
+    lan: bool = BY_FIELD["lan"].default
 
     @property
     def offered_alpn(self) -> tuple[str, ...]:
@@ -515,7 +517,9 @@ def build_config(options: ServeOptions, cwd: Path | None = None) -> ServeConfig:
         demo_page=bool(values["demo"]),
         limits=replace(Limits(), **limit_values),  # type: ignore[arg-type] # checked in Limits
         workers=workers,
+        lan=bool(values["lan"]),
     )
+    _check_lan(config)
     if config.tcp and config.upstream is None and not config.routes:
         raise ConfigError("--tcp needs an UPSTREAM", "e.g. devtls serve --tcp 5432")
     if values["acme"]:
@@ -530,6 +534,18 @@ def build_config(options: ServeOptions, cwd: Path | None = None) -> ServeConfig:
 
 
 MAX_WORKERS = 64
+
+
+def _check_lan(config: ServeConfig) -> None:
+    if not config.lan:
+        return
+    if config.cert_file is not None:
+        raise ConfigError(
+            "--lan mints its certificate for the LAN addresses, so --cert cannot be used with it",
+            "leave out --cert and --key, or --lan",
+        )
+    if config.workers > 1:
+        raise ConfigError("--lan runs in one process", "leave out --workers")
 
 
 def _check_workers(workers: int) -> None:

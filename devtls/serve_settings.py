@@ -150,6 +150,16 @@ SETTINGS: tuple[Setting, ...] = (
         default=False,
     ),
     Setting(
+        "lan",
+        "Also listen on the LAN addresses (reachable from the network), cover them and "
+        "HOSTNAME.local in the certificate, announce it over mDNS, serve the onboarding page "
+        "of the root for phones. Needs pip install 'devtls[lan]'.",
+        "--lan",
+        kind="switch",
+        toml="lan",
+        default=False,
+    ),
+    Setting(
         "config_file",
         "Settings file.",
         "--config",

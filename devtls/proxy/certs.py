@@ -106,6 +106,7 @@ class CertificateSource:
         *,
         names: tuple[str, ...],
         ca: LocalCA | None,
+        extra_names: tuple[str, ...] = (),
         cert_file: Path | None = None,
         key_file: Path | None = None,
         alpn: tuple[str, ...] = ("http/1.1",),
@@ -115,6 +116,8 @@ class CertificateSource:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ca = ca
+        # Names every default leaf covers whatever the settings say (--lan's addresses).
+        self.extra_names = extra_names
         self._acme = acme
         # Which names may get a minted certificate: none until the server, once it knows its
         # routes, says which.
@@ -141,7 +144,8 @@ class CertificateSource:
     def reissue(self, names: tuple[str, ...]) -> None:
         """A new default leaf from the CA for ``names``, for the handshakes from now on."""
         assert self._ca is not None
-        leaf = issue_leaf(self._ca, list(names), key_type="ecdsa")
+        wanted = list(names) + [n for n in self.extra_names if n not in names]
+        leaf = issue_leaf(self._ca, wanted, key_type="ecdsa")
         context = leaf.server_context()
         set_alpn(context, self._alpn)
         self.leaf = leaf

@@ -25,6 +25,7 @@ from devtls.proxy.demo import start_demo_server
 from devtls.proxy.h1 import H1Connection
 from devtls.proxy.h2 import H2Connection
 from devtls.proxy.heap import tune_malloc
+from devtls.proxy.lan import LanRunning, open_lan
 from devtls.proxy.live import LiveHandle, serve_live
 from devtls.proxy.livestate import LiveState, needs_upstream_tls
 from devtls.proxy.pgssl import PostgresNegotiation
@@ -35,6 +36,7 @@ from devtls.proxy.tls import HandshakeSlots, TLSServerProtocol
 from devtls.proxy.tunnel import TcpConnection
 
 if TYPE_CHECKING:
+    from devtls.lan import LanPlan
     from devtls.proxy.acme import AcmeManager
 
 log = logging.getLogger("devtls")
@@ -66,6 +68,8 @@ class RunningServer:
     plain_listeners: list[ListenerState] = field(default_factory=list)
     # How live changes (control requests, reloads) reach this process's connections.
     live: LiveState | None = None
+    # --lan: its listeners are among ``servers``; the mDNS announcement is left on stop.
+    lan: LanRunning | None = None
 
     def stop(self) -> None:
         self.stopping.set()
@@ -124,16 +128,27 @@ class Certificates:
     ca: LocalCA | None
     source: CertificateSource
     acme: AcmeManager | None
+    # --lan: the addresses and the .local name, found before the leaf is minted for them.
+    lan: LanPlan | None = None
 
 
 def prepare_certificates(
-    config: ServeConfig, write_log: Callable[[str], None] = print_line
+    config: ServeConfig,
+    write_log: Callable[[str], None] = print_line,
+    discover_lan: Callable[[], LanPlan] | None = None,
 ) -> Certificates:
+    """``discover_lan`` finds the LAN for --lan (default: ask this host, devtls.proxy.lan)."""
     if config.acme is not None:
         # Before the CA or any listener: a missing extra is one line, then exit 1.
         from devtls.proxy.acme import check_installed
 
         check_installed()
+    lan_plan: LanPlan | None = None
+    if config.lan:
+        from devtls.proxy import lan
+
+        lan.check_installed()
+        lan_plan = (discover_lan or lan.discover)()
     ca: LocalCA | None = None
     if config.cert_file is None:
         ca, created = LocalCA.load_or_create()
@@ -143,6 +158,7 @@ def prepare_certificates(
     source = CertificateSource(
         names=config.certificate_names(),
         ca=ca,
+        extra_names=lan_plan.names if lan_plan is not None else (),
         cert_file=config.cert_file,
         key_file=config.key_file,
         alpn=config.offered_alpn,
@@ -150,7 +166,7 @@ def prepare_certificates(
         mint_per_minute=config.limits.mint_per_minute,
         write_log=write_log,
     )
-    return Certificates(ca, source, acme)
+    return Certificates(ca, source, acme, lan_plan)
 
 
 def client_protocol(state: ServerState, alpn: str | None) -> asyncio.Protocol:
@@ -240,6 +256,7 @@ async def start(
         respond = plain_http(port, acme)
         return _listen(loop, lambda: Responder(listener, respond), address)
 
+    lan: LanRunning | None = None
     try:
         if listen_sockets is None:
             servers.append(await _listen(loop, protocol, config.listen))
@@ -261,13 +278,30 @@ async def start(
             # http-01 is answered on port 80 (or --acme-http); everything else there is
             # redirected to https, as certbot's standalone mode and Caddy do.
             servers.append(await plain_listener(acme.settings.http))
+        if primary and certificates.lan is not None and ca is not None:
+            lan = await open_lan(
+                certificates.lan,
+                ca=ca,
+                tls_factory=protocol,
+                tls_port=port,
+                listen_host=config.listen.host,
+                limits=config.limits,
+                kind="tcp+tls" if config.tcp else "https",
+                listen=lambda factory, address: _listen(loop, factory, address),
+            )
+            servers.extend(lan.servers)
+            plain_listeners.extend(lan.listeners)
         if acme is not None:
             await acme.start()
     except BaseException:
         for server in servers:
             server.close()
+        if lan is not None:
+            await lan.close()
         raise
     banner = _banner(banner_config, port)
+    if lan is not None:
+        banner += lan.banner
     if acme is not None:
         hosts = ", ".join(acme.settings.hosts)
         banner.append(f"devtls: acme: certificates for {hosts} from {acme.settings.directory}")
@@ -280,6 +314,7 @@ async def start(
         acme,
         plain_listeners=plain_listeners,
         live=live,
+        lan=lan,
     )
 
 
@@ -519,6 +554,8 @@ async def shutdown(running: RunningServer) -> None:
     for connection in list(state.connections):
         connection.abort()
     state.pool.close_all()
+    if running.lan is not None:
+        await running.lan.close()
     if running.acme is not None:
         await running.acme.stop()
 
