@@ -30,6 +30,8 @@ CORE = {
     "devrun_inject",
     "proxy.pages",
     "expiry",
+    "lan",
+    "proxy.onboarding",
 }
 FORBIDDEN_IN_CORE = {"asyncio", "typer", "rich", "click"}
 

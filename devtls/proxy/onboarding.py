@@ -7,13 +7,14 @@ answer is made here from the request head; the responder sends it.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import html
 import plistlib
 import uuid
 from collections.abc import Sequence
 
-from devtls.proxy import http1
+from devtls.proxy.http1 import RequestHead, simple_response
 
 CRT_PATH = b"/devtls-root.crt"
 MOBILECONFIG_PATH = b"/devtls-root.mobileconfig"
@@ -91,8 +92,6 @@ def mobileconfig(root_der: bytes, root_name: str) -> bytes:
 
 
 def _pem(der: bytes) -> bytes:
-    import base64
-
     body = base64.encodebytes(der).replace(b"\n", b"")
     lines = [body[i : i + 64] for i in range(0, len(body), 64)]
     return b"-----BEGIN CERTIFICATE-----\n" + b"\n".join(lines) + b"\n-----END CERTIFICATE-----\n"
@@ -162,17 +161,17 @@ class OnboardingSite:
             PEM_PATH: (PEM_TYPE, _pem(root_der), _download("devtls-root.pem")),
         }
 
-    def answer(self, head: http1.RequestHead) -> tuple[bytes, bool]:
+    def answer(self, head: RequestHead) -> tuple[bytes, bool]:
         """(the whole response, whether to close after it)."""
         close = not head.keep_alive
         found = self.files.get(head.path)
         if found is None:
-            return http1.simple_response(404, b"not found\n", close=close), close
+            return simple_response(404, b"not found\n", close=close), close
         if head.method not in (b"GET", b"HEAD"):
             extra = [(b"Allow", b"GET, HEAD")]
-            return http1.simple_response(405, b"GET only\n", extra=extra, close=close), close
+            return simple_response(405, b"GET only\n", extra=extra, close=close), close
         content_type, body, extra = found
-        response = http1.simple_response(
+        response = simple_response(
             200,
             body,
             content_type=content_type,
