@@ -170,14 +170,29 @@ def test_discovery_takes_the_system_as_functions() -> None:
     assert plan == LanPlan("phone-lab", (ip("10.9.0.1"),))
 
 
-def test_interface_flags_say_whether_it_is_up(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("flags", "operstate", "up"),
+    [
+        ("0x1003", "up", True),
+        ("0x1003", "unknown", True),  # loopback, tun devices
+        ("0x1003", None, True),
+        ("0x1002", "up", False),  # ip link set down
+        ("0x1003", "down", False),  # no carrier: an idle bridge, an unplugged port
+        ("0x1003", "lowerlayerdown", False),
+    ],
+)
+def test_interface_flags_and_state_say_whether_it_is_up(
+    tmp_path: Path, flags: str, operstate: str | None, up: bool
+) -> None:
     (tmp_path / "eth0").mkdir()
-    (tmp_path / "eth0" / "flags").write_text("0x1003\n")
-    (tmp_path / "eth1").mkdir()
-    (tmp_path / "eth1" / "flags").write_text("0x1002\n")
-    assert lan_io.interface_is_up("eth0", tmp_path)
-    assert not lan_io.interface_is_up("eth1", tmp_path)
-    assert lan_io.interface_is_up("absent", tmp_path)  # the system cannot say: listed
+    (tmp_path / "eth0" / "flags").write_text(flags + "\n")
+    if operstate is not None:
+        (tmp_path / "eth0" / "operstate").write_text(operstate + "\n")
+    assert lan_io.interface_is_up("eth0", tmp_path) is up
+
+
+def test_an_interface_the_system_says_nothing_about_is_listed(tmp_path: Path) -> None:
+    assert lan_io.interface_is_up("absent", tmp_path)
 
 
 def test_system_interfaces_list_loopback_here() -> None:

@@ -48,6 +48,8 @@ EXTRA_HINT = "run: pip install 'devtls[lan]'"
 # Where Linux says whether an interface is up (IFF_UP in its flags); ifaddr does not say.
 SYSFS_NET = Path("/sys/class/net")
 IFF_UP = 0x1
+# RFC 2863 operational states of an interface that has no link.
+NO_LINK_STATES = frozenset({"down", "lowerlayerdown", "notpresent"})
 # A documentation address (RFC 5737): connecting a UDP socket to it sends nothing, and
 # tells which source address the default route would use.
 _ROUTE_PROBE = ("192.0.2.1", 9)
@@ -71,15 +73,21 @@ def check_installed() -> None:
 
 
 def interface_is_up(name: str, sysfs: Path = SYSFS_NET) -> bool:
-    """Whether the system says the interface is up; True where it cannot say."""
+    """Whether the system says the interface is up; True where it cannot say.
+
+    Up means administratively up (IFF_UP) and not known to be without a link: an idle
+    Docker bridge or an unplugged port keeps its address but reaches nobody.
+    """
+    folder = sysfs / name
     try:
-        flags = (sysfs / name / "flags").read_text().strip()
+        flags = int((folder / "flags").read_text().strip(), 16)
+    except (OSError, ValueError):
+        return True
+    try:
+        state = (folder / "operstate").read_text().strip()
     except OSError:
-        return True
-    try:
-        return bool(int(flags, 16) & IFF_UP)
-    except ValueError:
-        return True
+        state = "unknown"  # what loopback and many virtual drivers say anyway
+    return bool(flags & IFF_UP) and state not in NO_LINK_STATES
 
 
 def system_interfaces() -> list[InterfaceAddress]:

@@ -35,6 +35,8 @@ pytestmark = pytest.mark.root
 
 SERVER_V4, CLIENT_V4 = "10.77.0.1", "10.77.0.2"
 SERVER_V6, CLIENT_V6 = "2001:db8:77::1", "2001:db8:77::2"
+# On an interface of the server's that is down: never listened on, never in the leaf.
+DOWN_V4 = "10.78.0.1"
 HOSTNAME = "devtls-lan-test"
 TLS_PORT = 8443
 CLIENT = Path(__file__).with_name("lanclient.py")
@@ -94,6 +96,9 @@ def namespaces() -> Iterator[Namespaces]:
             run("ip", "-n", ns, "-6", "addr", "add", f"{v6}/64", "dev", dev, "nodad")
             run("ip", "-n", ns, "link", "set", dev, "up")
             run("ip", "-n", ns, "link", "set", "lo", "up")
+        run("ip", "-n", pair.server, "link", "add", f"{server_if}d", "type", "veth", "peer",
+            "name", f"{server_if}e")  # fmt: skip
+        run("ip", "-n", pair.server, "addr", "add", f"{DOWN_V4}/24", "dev", f"{server_if}d")
         yield pair
     finally:
         # Removing a namespace removes its end of the veth pair, and so the pair.
@@ -221,6 +226,8 @@ def test_python_ssl_verifies_the_leaf_which_covers_the_lan_names(
     addresses = san.get_values_for_type(x509.IPAddress)
     assert ipaddress.ip_address(SERVER_V4) in addresses
     assert ipaddress.ip_address(SERVER_V6) in addresses
+    assert ipaddress.ip_address(DOWN_V4) not in addresses
+    assert not any(a.is_link_local for a in addresses)
 
 
 def test_the_onboarding_page_serves_the_root_and_never_a_key(
@@ -320,13 +327,31 @@ def test_the_banner_says_so_and_shows_the_url_as_a_qr_code(lan: tuple[Namespaces
     assert read_qr(block)[: len(expected)] == expected
 
 
+def listening_in(ns: str) -> list[str]:
+    table = run("ip", "netns", "exec", ns, "ss", "-Hltn").stdout
+    return [line.split()[3] for line in table.splitlines()]
+
+
+def test_lan_listens_on_loopback_and_the_lan_addresses_of_interfaces_that_are_up(
+    lan: tuple[Namespaces, Served],
+) -> None:
+    pair, _ = lan
+    listening = listening_in(pair.server)
+    for port in (TLS_PORT, ONBOARDING_PORT):
+        assert f"{SERVER_V4}:{port}" in listening
+        assert f"[{SERVER_V6}]:{port}" in listening
+    assert f"127.0.0.1:{TLS_PORT}" in listening
+    assert not any(local.startswith((DOWN_V4, "0.0.0.0:", "*:", "[::]:")) for local in listening)
+    assert pair.curl("--connect-timeout", "2", f"http://{DOWN_V4}:{ONBOARDING_PORT}/").returncode
+
+
 def test_without_lan_nothing_listens_on_the_network(caroot: Path) -> None:
     with namespaces() as pair, serving(pair, caroot, lan=False) as served:
         table = run("ip", "netns", "exec", pair.server, "ss", "-Hltn").stdout
         listening = [line.split()[3] for line in table.splitlines()]
         assert "127.0.0.1:8443" in listening
         for local in listening:
-            assert local.startswith(("127.0.0.1:", "[::1]:")), table
+            assert local.startswith(("127.0.0.1:", "[::1]:")), listening
         for port in (TLS_PORT, ONBOARDING_PORT):
             done = pair.curl("-k", f"https://{SERVER_V4}:{port}/")
             assert done.returncode == 7, done  # curl: could not connect

@@ -158,20 +158,19 @@ def test_no_answer_holds_a_key(site: OnboardingSite, root: tuple[bytes, bytes]) 
         assert key_body[:40] not in body
 
 
+SITE = OnboardingSite(
+    LocalCA.generate("ecdsa").cert.public_bytes(serialization.Encoding.DER), "r", URLS
+)
+
+
 @given(st.binary(max_size=300))
 def test_any_request_bytes_get_an_answer_or_a_protocol_error(data: bytes) -> None:
     reader = http1.RequestReader()
     reader.feed(data)
-    site = SITE
     try:
         event = reader.next_event()
     except ProtocolError:
         return
     if isinstance(event, http1.RequestHead):
-        response, _ = site.answer(event)
+        response, _ = SITE.answer(event)
         assert response.startswith(b"HTTP/1.1 ")
-
-
-SITE = OnboardingSite(
-    LocalCA.generate("ecdsa").cert.public_bytes(serialization.Encoding.DER), "r", URLS
-)
