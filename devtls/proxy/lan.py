@@ -13,10 +13,10 @@ import errno
 import ipaddress
 import logging
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
@@ -191,7 +191,7 @@ class LanRunning:
                 await asyncio.wait_for(loop.run_in_executor(None, announcer.close), MDNS_TIMEOUT)
 
 
-Listen = Callable[[Callable[[], asyncio.Protocol], Address], Any]
+Listen = Callable[[Callable[[], asyncio.Protocol], Address], Awaitable[asyncio.Server]]
 
 
 async def open_lan(
@@ -204,7 +204,6 @@ async def open_lan(
     limits: Limits,
     kind: str,
     listen: Listen,
-    announce: bool = True,
 ) -> LanRunning:
     """The TLS port on every LAN address ``--listen`` does not cover already, the
     onboarding page on each, then the mDNS announcement. ``listen(factory, address)`` opens
@@ -215,9 +214,7 @@ async def open_lan(
             running.servers.append(await listen(tls_factory, Address(str(address), tls_port)))
         site = root_site(ca, plan.https_urls(tls_port))
         running.onboarding_port = await _open_onboarding(running, plan, site, limits)
-        announced = False
-        if announce:
-            announced = await _announce(running, plan, tls_port)
+        announced = await _announce(running, plan, tls_port)
         running.banner = banner_lines(plan, tls_port, running.onboarding_port, kind, announced)
         running.banner += qr_block(plan.https_urls(tls_port)[0])
     except BaseException:

@@ -2,7 +2,8 @@
 
 ``tls HOST PORT CAFILE SERVER_NAME``: a verified TLS connection and one GET; prints the
 server's certificate (hex DER) and the status line as JSON.
-``resolve NAME LOCAL_ADDRESS``: an mDNS query for NAME's addresses from that interface.
+``resolve NAME LOCAL_ADDRESS [TIMEOUT_MS]``: an mDNS query for NAME's addresses from that
+interface.
 ``raw HOST PORT HEX``: sends the bytes, prints what comes back until the server closes.
 """
 
@@ -30,13 +31,13 @@ def tls(host: str, port: str, cafile: str, server_name: str) -> dict[str, object
     return {"cert": der.hex(), "status": response.split(b"\r\n", 1)[0].decode()}
 
 
-def resolve(name: str, local_address: str) -> list[str]:
+def resolve(name: str, local_address: str, timeout_ms: str = "3000") -> list[str]:
     from zeroconf import AddressResolver, Zeroconf
 
     zc = Zeroconf(interfaces=[local_address], use_asyncio=False)
     try:
         resolver = AddressResolver(name)
-        resolver.request(zc, 3000)
+        resolver.request(zc, int(timeout_ms))
         return resolver.parsed_addresses()
     finally:
         zc.close()
