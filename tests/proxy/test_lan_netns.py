@@ -272,7 +272,9 @@ def test_the_onboarding_page_serves_the_root_and_never_a_key(
         ("/../rootCA-key.pem", "400"),  # above the root: the parser refuses it
     ],
 )
-def test_every_other_path_is_a_404(lan: tuple[Namespaces, Served], path: str, status: str) -> None:
+def test_every_other_path_is_a_404_and_one_above_the_root_a_400(
+    lan: tuple[Namespaces, Served], path: str, status: str
+) -> None:
     pair, _ = lan
     url = f"http://{SERVER_V4}:{ONBOARDING_PORT}{path}"
     done = pair.curl("--path-as-is", "-o", "/dev/null", "-w", "%{http_code}", url)
@@ -365,7 +367,7 @@ def test_the_page_and_the_name_go_when_it_stops(caroot: Path) -> None:
         )
         assert served.stop() == 0
         assert pair.curl(f"http://{SERVER_V4}:{ONBOARDING_PORT}/").returncode == 7
-        # Nobody answers for the name any more (1.5 s: four times what an answer takes here).
+        # Nobody answers for the name any more (within 1.5 s; the announced name answered at once).
         assert pair.client_call("resolve", f"{HOSTNAME}.local.", CLIENT_V4, "1500") == []
 
 
