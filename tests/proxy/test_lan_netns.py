@@ -409,3 +409,14 @@ def test_a_taken_onboarding_port_moves_to_a_free_one_the_banner_prints(caroot: P
             holder.wait(timeout=10)
             if holder.stdout is not None:
                 holder.stdout.close()
+
+
+@pytest.mark.parametrize(("in_ci", "outcome"), [(False, "skip"), (True, "fail")])
+def test_without_root_it_skips_locally_and_fails_in_ci(
+    monkeypatch: pytest.MonkeyPatch, in_ci: bool, outcome: str
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(sys.modules[__name__], "IN_CI", in_ci)
+    expected = pytest.skip.Exception if outcome == "skip" else pytest.fail.Exception
+    with pytest.raises(expected, match="needs root"):
+        require_namespaces()
