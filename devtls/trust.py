@@ -208,13 +208,18 @@ def system_roots() -> bytes:
     ).encode()
 
 
+def bundle_pem(ca: LocalCA) -> bytes:
+    """The system roots plus the devtls root (once), as PEM."""
+    roots = system_roots()
+    root_pem = ca.cert_pem()
+    return roots if root_pem.strip() in roots else roots.rstrip(b"\n") + b"\n" + root_pem
+
+
 def write_bundle(ca: LocalCA) -> Path:
     """System roots plus the devtls root, next to the CA; rewritten only when it changed."""
     assert ca.path is not None
     bundle = ca.path / BUNDLE_FILE
-    roots = system_roots()
-    root_pem = ca.cert_pem()
-    content = roots if root_pem.strip() in roots else roots.rstrip(b"\n") + b"\n" + root_pem
+    content = bundle_pem(ca)
     try:
         current = bundle.read_bytes()
     except OSError:
