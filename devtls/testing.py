@@ -137,7 +137,7 @@ def make_trust(ca: LocalCA, folder: Path) -> Trust:
     alone clients would disagree about every other site; with both, they all trust exactly
     what they trusted before, plus this CA.
     """
-    from devtls.trust import bundle_pem
+    from devtls.bundle import bundle_pem
 
     folder.mkdir(parents=True, exist_ok=True)
     bundle, ca_file = folder / "bundle.pem", folder / "ca.pem"

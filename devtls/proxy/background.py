@@ -45,6 +45,8 @@ class LoopThread:
         if self.loop.is_closed():
             return
         self.run(_cancel_other_tasks())
+        # Its threads (asyncio's getaddrinfo runs there) end with the loop, not after.
+        self.run(self.loop.shutdown_default_executor())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(JOIN_SECONDS)
         self.loop.close()
