@@ -137,3 +137,15 @@ def test_the_plugin_module_imports_nothing_heavy(pytester: pytest.Pytester) -> N
     assert "cryptography" not in loaded
     assert "asyncio" not in loaded
     assert "devtls.ca" not in loaded
+
+
+def test_the_readme_examples_pass(pytester: pytest.Pytester) -> None:
+    require_tool("curl")
+    require_tool("node")
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Testing with devtls\n", 1)[1].split("\n## ", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in section.split("```python\n")[1:]]
+    assert len(blocks) == 2
+    pytester.makeini(INI)
+    pytester.makepyfile(test_readme="\n\n".join(blocks))
+    run(pytester).assert_outcomes(passed=10)
