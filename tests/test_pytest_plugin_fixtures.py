@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import socket
 import stat
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import websockets
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from devtls.ca import LocalCA
@@ -171,3 +173,23 @@ def test_close_stops_every_server_and_thread(devtls_ca: LocalCA) -> None:
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", server.port), timeout=10).close()
     servers.close()  # twice is fine
+
+
+def test_an_asgi_websocket_over_wss(devtls_https, devtls_trust) -> None:
+    async def app(scope, receive, send) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        message = await receive()
+        await send({"type": "websocket.send", "text": "echo " + message["text"]})
+        await send({"type": "websocket.close"})
+
+    server = devtls_https(app, interface="asgi")
+
+    async def talk() -> str:
+        async with websockets.connect(server.ws_url + "/ws") as connection:
+            await connection.send("hi")
+            return str(await connection.recv())
+
+    assert asyncio.run(talk()) == "echo hi"
