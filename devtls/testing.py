@@ -71,10 +71,11 @@ class Leaf(LeafCert):
             [str(n) for n in self.names], client=ExtendedKeyUsageOID.CLIENT_AUTH in usages
         )
         # mkcert's names, with a part of the serial: two leaves for one name in a test differ.
-        stem = names.cert.removesuffix(".pem") + f"-{self.cert.serial_number:x}"[:9]
+        serial = f"{self.cert.serial_number:x}"[:8]
+        ca_serial = f"{self.ca_cert.serial_number:x}"[:12]
+        stem = names.cert.removesuffix(".pem") + f"-{serial}"
         cert, key = where / f"{stem}.pem", where / f"{stem}-key.pem"
-        ca = where / f"ca-{self.ca_cert.serial_number:x}"[:15]
-        ca = ca.with_name(ca.name + ".pem")
+        ca = where / f"ca-{ca_serial}.pem"
         self.write_pem(cert, key)
         _files.write_atomic(ca, self.ca_pem(), _files.PUBLIC_MODE)
         return LeafFiles(cert, key, ca)
