@@ -216,11 +216,21 @@ class LocalCA:
         key_type: KeyType = "rsa",
         client: bool = False,
         days: int | None = None,
+        not_before: dt.datetime | None = None,
+        not_after: dt.datetime | None = None,
     ) -> LeafCert:
         """Issue a leaf for ``names`` (hosts, IPs, emails, URIs); see devtls.issue.issue_leaf."""
         from devtls.issue import issue_leaf
 
-        return issue_leaf(self, list(names), key_type=key_type, client=client, days=days)
+        return issue_leaf(
+            self,
+            list(names),
+            key_type=key_type,
+            client=client,
+            days=days,
+            not_before=not_before,
+            not_after=not_after,
+        )
 
     def client_context(self) -> ssl.SSLContext:
         """An SSLContext for clients that trusts this CA (and only it)."""

@@ -137,6 +137,15 @@ class LeafCert:
         """A server SSLContext serving this leaf: TLS 1.2+, Mozilla intermediate suites."""
         return server_context_from_pem(self.cert_pem(), self.key_pem())
 
+    def client_context(self) -> ssl.SSLContext:
+        """A client SSLContext that trusts the CA and presents this leaf (mutual TLS): issue
+        it with ``client=True``, so it carries the clientAuth usage servers ask for."""
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=self.ca_pem().decode())
+        _load_pair(context, self.cert_pem(), self.key_pem())
+        return context
+
     def _key(self) -> LeafKey:
         if self.key is None:
             raise IssueError("this certificate was issued for a CSR; its key is not here")
@@ -160,16 +169,20 @@ def server_tls_context() -> ssl.SSLContext:
 
 def server_context_from_pem(chain_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
     """A server context (devtls's TLS profile) for a PEM chain and key held in memory."""
+    context = server_tls_context()
+    _load_pair(context, chain_pem, key_pem)
+    return context
+
+
+def _load_pair(context: ssl.SSLContext, chain_pem: bytes, key_pem: bytes) -> None:
     import tempfile
 
-    context = server_tls_context()
     with tempfile.TemporaryDirectory(prefix="devtls-") as tmp:
         # The ssl module loads keys only from files; the folder is private to this user.
         cert_file, key_file = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
         _files.write_atomic(cert_file, chain_pem, _files.PUBLIC_MODE)
         _files.write_atomic(key_file, key_pem, _files.SECRET_MODE)
         context.load_cert_chain(cert_file, key_file)
-    return context
 
 
 def _write(what: str, write: Callable[[], None]) -> None:
@@ -209,26 +222,57 @@ def issue_leaf(
     client: bool = False,
     days: int | None = None,
     now: dt.datetime | None = None,
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
 ) -> LeafCert:
-    """Issue a leaf for ``names`` with mkcert's profile (see README for the details)."""
+    """Issue a leaf for ``names`` with mkcert's profile (see README for the details).
+
+    ``not_before``/``not_after`` set the validity exactly (``days`` then only applies to the
+    end left open); dates in the past give an expired or not-yet-valid leaf, for tests of
+    clients that must refuse one.
+    """
     parsed = parse_names([str(n) for n in names])
     lifetime = check_days(days)
     ca.check_usable(now)
+    validity = _validity(ca, lifetime, now, not_before, not_after)
     key = generate_leaf_key(key_type)
     subject = [
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "devtls development certificate"),
         x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, user_and_host()[:MAX_COMMON_NAME]),
     ]
-    cert = _sign(
-        ca,
-        x509.Name(subject),
-        key.public_key(),
-        parsed,
-        client=client,
-        days=lifetime,
-        now=now,
-    )
+    cert = _sign(ca, x509.Name(subject), key.public_key(), parsed, client=client, validity=validity)
     return LeafCert(cert, key, ca.cert, tuple(parsed))
+
+
+def _validity(
+    ca: LocalCA,
+    days: int,
+    now: dt.datetime | None,
+    not_before: dt.datetime | None,
+    not_after: dt.datetime | None,
+) -> tuple[dt.datetime, dt.datetime]:
+    if not_before is None and not_after is None:
+        start = (now or dt.datetime.now(dt.timezone.utc)).replace(microsecond=0) - NOT_BEFORE_SLACK
+        return start, min(start + dt.timedelta(days=days), ca.cert.not_valid_after_utc)
+    lifetime = dt.timedelta(days=days)
+    if not_before is None:
+        assert not_after is not None
+        not_before = not_after - lifetime
+    if not_after is None:
+        not_after = not_before + lifetime
+    if not_before.tzinfo is None or not_after.tzinfo is None:
+        raise UsageError(
+            "not_before and not_after must be aware datetimes",
+            "give a time zone, e.g. datetime.now(timezone.utc)",
+        )
+    if not_after <= not_before:
+        raise UsageError("not_after must come after not_before", "swap or fix the two dates")
+    if not_after - not_before > dt.timedelta(days=MAX_LEAF_DAYS):
+        raise UsageError(
+            f"the validity is longer than {MAX_LEAF_DAYS} days",
+            "Apple and browsers reject longer-lived TLS certificates; shorten it",
+        )
+    return not_before.replace(microsecond=0), min(not_after, ca.cert.not_valid_after_utc)
 
 
 def sign_csr(
@@ -264,7 +308,8 @@ def sign_csr(
             f"the CSR holds a {type(public_key).__name__}", "use an RSA or ECDSA key in the CSR"
         )
     subject = csr.subject if len(csr.subject) else x509.Name([])
-    cert = _sign(ca, subject, public_key, names, client=client, days=lifetime, now=now)
+    validity = _validity(ca, lifetime, now, None, None)
+    cert = _sign(ca, subject, public_key, names, client=client, validity=validity)
     return LeafCert(cert, None, ca.cert, tuple(names))
 
 
@@ -317,11 +362,9 @@ def _sign(
     names: list[Name],
     *,
     client: bool,
-    days: int,
-    now: dt.datetime | None,
+    validity: tuple[dt.datetime, dt.datetime],
 ) -> x509.Certificate:
-    start = (now or dt.datetime.now(dt.timezone.utc)).replace(microsecond=0) - NOT_BEFORE_SLACK
-    end = min(start + dt.timedelta(days=days), ca.cert.not_valid_after_utc)
+    start, end = validity
     usages = []
     if any(n.kind is not NameKind.EMAIL for n in names):
         usages.append(ExtendedKeyUsageOID.SERVER_AUTH)

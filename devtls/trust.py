@@ -12,20 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from devtls import _files
+from devtls.bundle import bundle_pem
 from devtls.ca import CERT_FILE, LocalCA, resolve_caroot
 from devtls.errors import DevtlsError, UsageError
 from devtls.truststores import TrustStore, select
 
 BUNDLE_FILE = "devtls-bundle.pem"
-# Where the system's root bundle lives, in the order Go's crypto/x509 looks for it.
-SYSTEM_BUNDLES = (
-    "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu, Arch, Alpine
-    "/etc/pki/tls/certs/ca-bundle.crt",  # Fedora, RHEL
-    "/etc/ssl/ca-bundle.pem",  # openSUSE
-    "/etc/pki/tls/cacert.pem",  # OpenELEC
-    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",  # CentOS, RHEL 7
-    "/etc/ssl/cert.pem",  # macOS, Alpine
-)
 SHELLS = ("bash", "zsh", "fish", "powershell")
 
 
@@ -195,26 +187,11 @@ def default_shell() -> str:
     return name if name in SHELLS else "bash"
 
 
-def system_roots() -> bytes:
-    """The system's root bundle as PEM (the file where there is one, else what ssl loads)."""
-    for candidate in SYSTEM_BUNDLES:
-        with contextlib.suppress(OSError):
-            data = Path(candidate).read_bytes()
-            if b"BEGIN CERTIFICATE" in data:
-                return data
-    context = ssl.create_default_context()
-    return "".join(
-        ssl.DER_cert_to_PEM_cert(der) for der in context.get_ca_certs(binary_form=True)
-    ).encode()
-
-
 def write_bundle(ca: LocalCA) -> Path:
     """System roots plus the devtls root, next to the CA; rewritten only when it changed."""
     assert ca.path is not None
     bundle = ca.path / BUNDLE_FILE
-    roots = system_roots()
-    root_pem = ca.cert_pem()
-    content = roots if root_pem.strip() in roots else roots.rstrip(b"\n") + b"\n" + root_pem
+    content = bundle_pem(ca)
     try:
         current = bundle.read_bytes()
     except OSError:

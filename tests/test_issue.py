@@ -200,7 +200,7 @@ def test_write_failure_is_one_clear_error(local_ca: LocalCA, tmp_path: Path) -> 
         leaf.write_pem(tmp_path / "missing" / "c.pem", tmp_path / "missing" / "k.pem")
 
 
-def test_end_to_end_tls_handshake_with_python_ssl(local_ca: LocalCA) -> None:
+def test_end_to_end_tls_handshake_with_python_ssl(local_ca: LocalCA, devtls_ca: LocalCA) -> None:
     leaf = local_ca.issue("localhost", "127.0.0.1", key_type="ecdsa")
     server_context = leaf.server_context()
     assert server_context.minimum_version == ssl.TLSVersion.TLSv1_2
@@ -224,9 +224,8 @@ def test_end_to_end_tls_handshake_with_python_ssl(local_ca: LocalCA) -> None:
             tls.sendall(b"hello")
             assert tls.recv(100) == b"HELLO"
         thread.join(timeout=10)
-    other = LocalCA.ephemeral()
     with pytest.raises(ssl.SSLCertVerificationError):
-        _handshake(leaf.server_context(), other.client_context())
+        _handshake(leaf.server_context(), devtls_ca.client_context())
 
 
 def _handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> None:

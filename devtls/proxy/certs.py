@@ -114,8 +114,14 @@ class CertificateSource:
         mint_per_minute: int = DEFAULT_MINT_PER_MINUTE,
         write_log: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        leaf: LeafCert | None = None,
+        client_ca: LocalCA | None = None,
     ) -> None:
-        self._ca = ca
+        """``leaf``: served for every name, nothing minted (a server whose certificate is
+        given whole, as the pytest plugin's expired or wrong-host ones). ``client_ca``: every
+        handshake must present a client certificate signed by it (mutual TLS)."""
+        self._ca = None if leaf is not None else ca
+        self._client_ca = client_ca
         # Names every default leaf covers whatever the settings say (--lan's addresses).
         self.extra_names = extra_names
         self._acme = acme
@@ -134,7 +140,10 @@ class CertificateSource:
         self.default_context: ssl.SSLContext
         self._exact: set[str] = set()
         self._wildcards: set[str] = set()
-        if self.files is not None:
+        if leaf is not None:
+            self.leaf = leaf
+            self.default_context = self._finish(leaf.server_context())
+        elif self.files is not None:
             self.reload_files()
         else:
             if ca is None:
@@ -146,8 +155,7 @@ class CertificateSource:
         assert self._ca is not None
         wanted = list(names) + [n for n in self.extra_names if n not in names]
         leaf = issue_leaf(self._ca, wanted, key_type="ecdsa")
-        context = leaf.server_context()
-        set_alpn(context, self._alpn)
+        context = self._finish(leaf.server_context())
         self.leaf = leaf
         self.covered = tuple(str(n).lower() for n in leaf.names)
         self._exact = {p for p in self.covered if p and not p.startswith("*.")}
@@ -160,9 +168,7 @@ class CertificateSource:
         Connections already open keep the pair they were made with.
         """
         assert self.files is not None
-        context = _context_from_files(*self.files)
-        set_alpn(context, self._alpn)
-        self.default_context = context
+        self.default_context = self._finish(_context_from_files(*self.files))
 
     def choose(
         self, hello: ClientHello
@@ -224,8 +230,13 @@ class CertificateSource:
 
     def _mint(self, name: Name) -> ssl.SSLContext:
         assert self._ca is not None
-        context = issue_leaf(self._ca, [name], key_type="ecdsa").server_context()
+        return self._finish(issue_leaf(self._ca, [name], key_type="ecdsa").server_context())
+
+    def _finish(self, context: ssl.SSLContext) -> ssl.SSLContext:
         set_alpn(context, self._alpn)
+        if self._client_ca is not None:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(cadata=self._client_ca.cert_pem().decode("ascii"))
         return context
 
     def _minted_done(self, server_name: str, future: asyncio.Future[ssl.SSLContext | None]) -> None:

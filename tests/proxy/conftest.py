@@ -8,41 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import threading
-from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import Future
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import websockets
 from aiohttp import web
 
 from devtls.config import ServeConfig, ServeOptions, build_config
-from devtls.proxy.server import RunningServer, new_event_loop, shutdown, start
+from devtls.proxy.background import LoopThread, start_server
+from devtls.proxy.server import RunningServer, shutdown
 
-T = TypeVar("T")
-
-
-class LoopThread:
-    def __init__(self) -> None:
-        # The loop devtls serve runs on (uvloop, unless DEVTLS_EVENT_LOOP=asyncio).
-        self.loop = new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Awaitable[T], timeout: float = 60) -> T:
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
-        return future.result(timeout)
-
-    def call(self, fn: Callable[[], Any]) -> None:
-        self.loop.call_soon_threadsafe(fn)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
+__all__ = ["Harness", "LoopThread", "Upstream", "pattern_bytes"]
 
 
 def pattern_bytes(size: int) -> bytes:
@@ -152,7 +131,7 @@ class Harness:
         return self.start_config(config)
 
     def start_config(self, config: ServeConfig) -> RunningServer:
-        running = self.loop.run(start(config, write_log=self.log.append))
+        running = start_server(self.loop, config, write_log=self.log.append)
         self.proxies.append(running)
         return running
 

@@ -311,10 +311,9 @@ def test_https_upstream_verified_against_the_devtls_root(harness: Harness, local
         harness.loop.run(runner.cleanup())
 
 
-def test_untrusted_https_upstream_is_a_clear_502(harness: Harness) -> None:
-    from devtls.ca import LocalCA
-
-    stranger = LocalCA.ephemeral().issue("localhost", key_type="ecdsa")
+def test_untrusted_https_upstream_is_a_clear_502(harness: Harness, devtls_cert) -> None:
+    # The plugin's CA is not the one the forwarder trusts.
+    stranger = devtls_cert("localhost")
     runner = harness.loop.run(start_text_app(text="nope", ssl_context=stranger.server_context()))
     try:
         proxy = harness.start_proxy(f"https://localhost:{runner.addresses[0][1]}")

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from devtls.bundle import system_roots
 from devtls.ca import LocalCA
-from devtls.trust import BUNDLE_FILE, env_lines, system_roots
+from devtls.trust import BUNDLE_FILE, env_lines
 from tests.conftest import require_tool
 from tests.truststores.conftest import TLSServer, devtls
 
