@@ -1,0 +1,86 @@
+"""``devtls doctor``: read-only checks of everything that decides whether a client trusts devtls.
+
+One module per group of checks; this one orders them. The CA comes first (everything else
+needs it), then the system store (the runtimes' fixes depend on its verdict), then the rest
+side by side: each group is bounded by its tools' timeouts, so the whole run stays short.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from devtls.doctor.model import Check, Context, Report
+
+__all__ = ["Check", "Context", "Report", "context_from_environment", "run"]
+
+
+def context_from_environment() -> Context:
+    """The context of the current user and process: CAROOT, HOME, the working folder."""
+    from devtls.ca import resolve_caroot
+    from devtls.devrun_router import listen_address
+
+    return Context(
+        caroot=resolve_caroot(),
+        home=Path.home(),
+        cwd=Path.cwd(),
+        environ=dict(os.environ),
+        default_listen=listen_address(),
+    )
+
+
+def run(ctx: Context) -> Report:
+    from devtls.doctor import ca_files, stores
+
+    checks = ca_files.check_ca(ctx)
+    if ctx.ca is None:
+        skipped = ("stores", "browser profiles", "runtimes", "served certificates")
+        checks += [Check(group, "skip", ctx.ca_missing) for group in skipped]
+        from devtls.doctor.environment import check_variables
+
+        checks += check_variables(ctx)
+        return Report(ctx.caroot, tuple(checks))
+
+    selected, note = stores.selected_stores(ctx)
+    if note is not None:
+        checks.append(note)
+    system = next((s for s in selected if s.name == "system"), None)
+    if system is not None:
+        # First and alone: it sets ctx.system_trusted, and its verifier briefly hides
+        # SSL_CERT_FILE from this process.
+        checks.append(stores.check_system(ctx, system))
+    groups: list[Callable[[], list[Check]]] = []
+    if any(s.name == "java" for s in selected):
+        groups.append(lambda: [stores.check_java(ctx)])
+    if any(s.name == "nss" for s in selected):
+        from devtls.doctor.profiles import check_profiles
+
+        groups.append(lambda: check_profiles(ctx))
+    others = [s for s in selected if s.name not in ("system", "nss", "java")]
+    groups.append(lambda: [stores.check_other(ctx, s) for s in others])
+    groups.append(lambda: stores.check_wsl(ctx, selected))
+    groups.append(lambda: _environment(ctx))
+    groups.append(lambda: _running(ctx))
+    with ThreadPoolExecutor(max_workers=len(groups)) as pool:
+        futures = [pool.submit(group) for group in groups]
+        for future in futures:
+            checks += future.result()
+    return Report(ctx.caroot, tuple(checks))
+
+
+def _environment(ctx: Context) -> list[Check]:
+    from devtls.doctor.environment import check_variables
+    from devtls.doctor.runtimes import check_runtimes
+
+    return check_variables(ctx) + check_runtimes(ctx)
+
+
+def _running(ctx: Context) -> list[Check]:
+    from devtls.doctor.names import check_names
+    from devtls.doctor.running import discover
+    from devtls.doctor.served import check_served
+
+    running = discover(ctx)
+    return running.problems + check_names(ctx, running) + check_served(ctx, running)
