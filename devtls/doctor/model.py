@@ -130,6 +130,7 @@ def run_tool(
     *,
     timeout: float = TOOL_TIMEOUT,
     env: Mapping[str, str] | None = None,
+    pass_fds: tuple[int, ...] = (),
 ) -> tuple[int, str]:
     """Like the stores' runner, with doctor's short timeout: exit status and output."""
     try:
@@ -141,6 +142,7 @@ def run_tool(
             check=False,
             env=dict(env) if env is not None else None,
             cwd="/",
+            pass_fds=pass_fds,
         )
     except FileNotFoundError:
         return 127, f"{args[0]}: command not found"
