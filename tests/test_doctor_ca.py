@@ -67,7 +67,8 @@ def test_a_root_expiring_within_90_days_is_a_warning_and_exit_stays_0(tmp_path: 
     root = by_name(checks, "ca root")
     assert root.state == "warn"
     assert "expires in 60 days" in root.found
-    assert root.fix is not None and "devtls install" in root.fix
+    assert root.fix is not None
+    assert "devtls install" in root.fix
     assert ctx.ca is not None  # it still signs: the other checks run
     assert Report(caroot, tuple(checks)).exit_code == 0
 
@@ -80,7 +81,8 @@ def test_an_expired_root_is_a_failure(tmp_path: Path) -> None:
     root = by_name(checks, "ca root")
     assert root.state == "fail"
     assert "expired on" in root.found
-    assert ctx.ca is None and "cannot sign" in ctx.ca_missing
+    assert ctx.ca is None
+    assert "cannot sign" in ctx.ca_missing
     assert Report(caroot, tuple(checks)).exit_code == 1
 
 

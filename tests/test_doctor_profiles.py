@@ -11,7 +11,7 @@ from tests.conftest import require_tool
 from tests.doctorenv import by_name, context, firefox_profile
 
 
-def loaded(tmp_path: Path, **extra: str) -> tuple[LocalCA, Path]:
+def loaded(tmp_path: Path) -> tuple[LocalCA, Path]:
     caroot = tmp_path / "caroot"
     ca, _ = LocalCA.load_or_create(caroot)
     return ca, caroot
@@ -98,7 +98,8 @@ def test_certutil_missing_from_path_is_a_failure_with_the_package_to_install(
     missing = by_name(checks, "nss certutil")
     assert missing.state == "fail"
     assert "certutil is missing" in missing.found
-    assert missing.fix is not None and "nss" in missing.fix
+    assert missing.fix is not None
+    assert "nss" in missing.fix
     assert by_name(checks, "profile Firefox ~/.mozilla/firefox/test.default").state == "skip"
 
 

@@ -16,10 +16,10 @@ from devtls.doctor.model import Check, Context, quote
 
 # The variable, who reads it, and whether it replaces the client's roots (else adds to them).
 VARIABLES = (
-    ("NODE_EXTRA_CA_CERTS", "Node (added to its bundled roots)", False),
+    ("NODE_EXTRA_CA_CERTS", "Node, in addition to its bundled roots", False),
     ("SSL_CERT_FILE", "OpenSSL clients: Python's ssl, httpx, Go, Ruby, openssl", True),
     ("REQUESTS_CA_BUNDLE", "Python requests", True),
-    ("CURL_CA_BUNDLE", "curl (over SSL_CERT_FILE and its built-in bundle)", True),
+    ("CURL_CA_BUNDLE", "curl, instead of its built-in bundle", True),
 )
 _PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", re.S)
 # A bundle larger than this is not a CA bundle (the system one is about 200 KiB).
@@ -82,10 +82,10 @@ def _check_one(ctx: Context, variable: str, value: str, reader: str, replaces: b
         return Check(
             name,
             "warn",
-            f"{variable}={value} holds only the devtls root: {reader} trust no other site",
+            f"{variable}={value} holds only the devtls root: {reader} trust no other site with it",
             setting_for(ctx, variable),
         )
-    return Check(name, "ok", f"{variable}={value} holds the devtls root ({reader})")
+    return Check(name, "ok", f"{variable}={value} holds the devtls root; read by {reader}")
 
 
 def der_blocks(data: bytes) -> list[bytes]:
