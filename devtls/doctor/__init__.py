@@ -32,9 +32,16 @@ def context_from_environment() -> Context:
 
 
 def run(ctx: Context) -> Report:
-    from devtls.doctor import ca_files, stores
+    from devtls.doctor.ca_files import check_ca
+    from devtls.doctor.stores import (
+        check_java,
+        check_other,
+        check_system,
+        check_wsl,
+        selected_stores,
+    )
 
-    checks = ca_files.check_ca(ctx)
+    checks = check_ca(ctx)
     if ctx.ca is None:
         skipped = ("stores", "browser profiles", "runtimes", "served certificates")
         checks += [Check(group, "skip", ctx.ca_missing) for group in skipped]
@@ -43,24 +50,24 @@ def run(ctx: Context) -> Report:
         checks += check_variables(ctx)
         return Report(ctx.caroot, tuple(checks))
 
-    selected, note = stores.selected_stores(ctx)
+    selected, note = selected_stores(ctx)
     if note is not None:
         checks.append(note)
     system = next((s for s in selected if s.name == "system"), None)
     if system is not None:
         # First and alone: it sets ctx.system_trusted, and its verifier briefly hides
         # SSL_CERT_FILE from this process.
-        checks.append(stores.check_system(ctx, system))
+        checks.append(check_system(ctx, system))
     groups: list[Callable[[], list[Check]]] = []
     if any(s.name == "java" for s in selected):
-        groups.append(lambda: [stores.check_java(ctx)])
+        groups.append(lambda: [check_java(ctx)])
     if any(s.name == "nss" for s in selected):
         from devtls.doctor.profiles import check_profiles
 
         groups.append(lambda: check_profiles(ctx))
     others = [s for s in selected if s.name not in ("system", "nss", "java")]
-    groups.append(lambda: [stores.check_other(ctx, s) for s in others])
-    groups.append(lambda: stores.check_wsl(ctx, selected))
+    groups.append(lambda: [check_other(ctx, s) for s in others])
+    groups.append(lambda: check_wsl(ctx, selected))
     groups.append(lambda: _environment(ctx))
     groups.append(lambda: _running(ctx))
     with ThreadPoolExecutor(max_workers=len(groups)) as pool:

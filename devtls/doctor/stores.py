@@ -111,7 +111,7 @@ def check_java(ctx: Context) -> Check:
     from devtls.truststores.java import JavaStore
 
     runner = RecordingRunner(ctx.timeout)
-    store = JavaStore(runner=runner, java_home=ctx.environ.get("JAVA_HOME"))
+    store = JavaStore(runner=runner, java_home=ctx.environ.get("JAVA_HOME", ""))
     availability = store.available()
     if not availability.available:
         return Check("store java", "skip", availability.reason)
