@@ -8,6 +8,7 @@ from pathlib import Path
 from devtls.ca import LocalCA
 from devtls.doctor import Context
 from devtls.doctor.names import check_names
+from devtls.doctor.probe import ProbeServer
 from devtls.doctor.running import discover
 from devtls.doctor.served import check_served
 from tests.doctorenv import by_name, context
@@ -108,3 +109,16 @@ def test_nothing_running_is_skipped(tmp_path: Path) -> None:
     (check,) = check_served(ctx, discover(ctx))
     assert check.state == "skip"
     assert "nothing answers" in check.found
+
+
+def test_on_the_default_address_a_foreign_leaf_is_a_warning_and_ours_passes(
+    tmp_path: Path,
+) -> None:
+    ctx, ca = ready(tmp_path)
+    for issuer, state in ((LocalCA.ephemeral(), "warn"), (ca, "ok")):
+        leaf = issuer.issue("localhost", "127.0.0.1", key_type="ecdsa")
+        with ProbeServer(leaf.server_context(), 5.0) as server:
+            ctx.default_listen = f"127.0.0.1:{server.port}"
+            (check,) = check_served(ctx, discover(ctx))
+        assert check.name == f"served 127.0.0.1:{server.port} localhost"
+        assert check.state == state, check

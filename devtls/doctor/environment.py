@@ -88,6 +88,18 @@ def _check_one(ctx: Context, variable: str, value: str, reader: str, replaces: b
     return Check(name, "ok", f"{variable}={value} holds the devtls root; read by {reader}")
 
 
+def holds_root(ctx: Context, value: str | None) -> bool:
+    """Whether the file ``value`` names is readable and holds the devtls root."""
+    if not value or ctx.ca is None:
+        return False
+    try:
+        with Path(value).expanduser().open("rb") as handle:
+            data = handle.read(MAX_BUNDLE_BYTES)
+    except OSError:
+        return False
+    return ctx.ca.cert.public_bytes(Encoding.DER) in der_blocks(data)
+
+
 def der_blocks(data: bytes) -> list[bytes]:
     """The certificates of a PEM bundle as DER, compared as bytes: parsing each one would
     cost more and warn about the odd old root in system bundles."""

@@ -6,7 +6,7 @@ fails is the setting that runtime reads, or the system store for those that read
 
 from __future__ import annotations
 
-from devtls.doctor.environment import setting_for
+from devtls.doctor.environment import holds_root, setting_for
 from devtls.doctor.model import Check, Context, run_tool
 from devtls.doctor.probe import (
     Outcome,
@@ -86,11 +86,13 @@ def _curl(ctx: Context, result: tuple[int, str] | None) -> Check:
         found += f"; CURL_CA_BUNDLE={preset} overrides SSL_CERT_FILE and the system store"
         fix = "unset CURL_CA_BUNDLE" if ctx.system_trusted else setting_for(ctx, "CURL_CA_BUNDLE")
         return Check(name, "fail", found, fix)
-    if ctx.environ.get("SSL_CERT_FILE") or ctx.system_trusted:
+    if ctx.system_trusted is False and not ctx.environ.get("SSL_CERT_FILE"):
+        found += "; the system store does not trust the root"
+        return Check(name, "fail", found, SYSTEM_FIX)
+    if holds_root(ctx, ctx.environ.get("SSL_CERT_FILE")):
         # Debian's curl reads its built-in bundle path and CURL_CA_BUNDLE, not SSL_CERT_FILE.
         found += "; this curl does not read SSL_CERT_FILE"
-        return Check(name, "fail", found, setting_for(ctx, "CURL_CA_BUNDLE"))
-    return Check(name, "fail", f"{found}; the system store does not trust the root", SYSTEM_FIX)
+    return Check(name, "fail", found, setting_for(ctx, "CURL_CA_BUNDLE"))
 
 
 def _wget(ctx: Context, result: tuple[int, str] | None) -> Check:

@@ -76,7 +76,13 @@ def check_served(ctx: Context, running: Running) -> list[Check]:
             checks.append(Check(f"served {shown}", state, f"nothing answers on {what} {shown}"))
             continue
         for name in target.names[:MAX_NAMES_PER_ADDRESS]:
-            checks.append(_check_name(ctx, address, name))
+            check = _check_name(ctx, address, name)
+            if check.state == "fail" and target.label == "default":
+                # Not this user's router (that one answers on its control socket): maybe not
+                # devtls at all, so a warning.
+                found = f"(not the router; if this is a devtls serve) {check.found}"
+                check = Check(check.name, "warn", found, check.fix)
+            checks.append(check)
     return checks
 
 
