@@ -8,11 +8,13 @@ side by side: each group is bounded by its tools' timeouts, so the whole run sta
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from devtls.doctor.model import Check, Context, Report
+from devtls.truststores import TrustStore
 
 __all__ = ["Check", "Context", "Report", "context_from_environment", "run"]
 
@@ -54,11 +56,20 @@ def run(ctx: Context) -> Report:
     if note is not None:
         checks.append(note)
     system = next((s for s in selected if s.name == "system"), None)
-    if system is not None:
-        # First and alone: it sets ctx.system_trusted, and its verifier briefly hides
-        # SSL_CERT_FILE from this process.
-        checks.append(check_system(ctx, system))
     groups: list[Callable[[], list[Check]]] = []
+    if system is not None:
+        # Its verdict decides the runtimes' fixes: they wait for it (ctx.system_pending).
+        # Its verifier hides SSL_CERT_FILE from this process for a moment, which the others
+        # do not see: their tools get the environment of the context.
+        pending = ctx.system_pending = threading.Event()
+
+        def system_check(store: TrustStore = system) -> list[Check]:
+            try:
+                return [check_system(ctx, store)]
+            finally:
+                pending.set()
+
+        groups.append(system_check)
     if any(s.name == "java" for s in selected):
         groups.append(lambda: [check_java(ctx)])
     if any(s.name == "nss" for s in selected):

@@ -98,6 +98,8 @@ class Context:
     ca_missing: str = "no usable CA (see the ca checks above)"
     # Whether the OS verifier accepts a leaf of the CA (None: not known, e.g. no CA).
     system_trusted: bool | None = None
+    # Set once system_trusted is known, while the system check runs beside the others.
+    system_pending: threading.Event | None = None
     _leaf: LeafCert | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

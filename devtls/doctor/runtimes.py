@@ -26,6 +26,8 @@ def check_runtimes(ctx: Context) -> list[Check]:
     with ProbeServer(leaf.server_context(), ctx.timeout) as server:
         commands = client_commands(which, server.url, ctx.timeout)
         results = run_clients(commands, ctx.environ, ctx.timeout)
+    if ctx.system_pending is not None:
+        ctx.system_pending.wait(ctx.timeout * 2)
     checks = [
         _node(ctx, results.get("node")),
         _curl(ctx, results.get("curl")),
