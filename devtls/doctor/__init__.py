@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from devtls.doctor.model import Check, Context, Report
+from devtls.errors import DevtlsError
 from devtls.truststores import TrustStore
 
 __all__ = ["Check", "Context", "Report", "context_from_environment", "run"]
@@ -48,15 +49,18 @@ def run(ctx: Context) -> Report:
         skipped = ("stores", "browser profiles", "runtimes", "served certificates")
         checks += [Check(group, "skip", ctx.ca_missing) for group in skipped]
         from devtls.doctor.environment import check_variables
+        from devtls.doctor.names import check_names
+        from devtls.doctor.running import discover
 
-        checks += check_variables(ctx)
+        running = discover(ctx)
+        checks += check_variables(ctx) + running.problems + check_names(ctx, running)
         return Report(ctx.caroot, tuple(checks))
 
     selected, note = selected_stores(ctx)
     if note is not None:
         checks.append(note)
     system = next((s for s in selected if s.name == "system"), None)
-    groups: list[Callable[[], list[Check]]] = []
+    groups: list[tuple[str, Callable[[], list[Check]]]] = []
     if system is not None:
         # Its verdict decides the runtimes' fixes: they wait for it (ctx.system_pending).
         # Its verifier hides SSL_CERT_FILE from this process for a moment, which the others
@@ -69,23 +73,31 @@ def run(ctx: Context) -> Report:
             finally:
                 pending.set()
 
-        groups.append(system_check)
+        groups.append(("store system", system_check))
     if any(s.name == "java" for s in selected):
-        groups.append(lambda: [check_java(ctx)])
+        groups.append(("store java", lambda: [check_java(ctx)]))
     if any(s.name == "nss" for s in selected):
         from devtls.doctor.profiles import check_profiles
 
-        groups.append(lambda: check_profiles(ctx))
+        groups.append(("nss", lambda: check_profiles(ctx)))
     others = [s for s in selected if s.name not in ("system", "nss", "java")]
-    groups.append(lambda: [check_other(ctx, s) for s in others])
-    groups.append(lambda: check_wsl(ctx, selected))
-    groups.append(lambda: _environment(ctx))
-    groups.append(lambda: _running(ctx))
+    groups.append(("stores", lambda: [check_other(ctx, s) for s in others]))
+    groups.append(("wsl", lambda: check_wsl(ctx, selected)))
+    groups.append(("runtimes", lambda: _environment(ctx)))
+    groups.append(("served", lambda: _running(ctx)))
     with ThreadPoolExecutor(max_workers=len(groups)) as pool:
-        futures = [pool.submit(group) for group in groups]
+        futures = [pool.submit(_guarded, name, group) for name, group in groups]
         for future in futures:
             checks += future.result()
     return Report(ctx.caroot, tuple(checks))
+
+
+def _guarded(name: str, group: Callable[[], list[Check]]) -> list[Check]:
+    """A group that cannot finish (a store tool failing oddly) says so; the others go on."""
+    try:
+        return group()
+    except DevtlsError as exc:
+        return [Check(name, "warn", f"cannot tell: {exc}")]
 
 
 def _environment(ctx: Context) -> list[Check]:
