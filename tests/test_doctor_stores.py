@@ -53,7 +53,8 @@ def test_an_anchor_the_update_command_did_not_take_in_names_that_command(
     check = check_system(ctx, store)
     assert check.state == "fail"
     assert str(store.anchor(ctx.ca)) in check.found
-    assert check.fix == "sudo update-ca-certificates"
+    assert check.fix is not None
+    assert check.fix.endswith("update-ca-certificates")
 
 
 def jdk_copy(tmp_path: Path) -> Path:

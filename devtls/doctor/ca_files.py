@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from devtls.ca import CERT_FILE, KEY_FILE, LocalCA
-from devtls.doctor.model import Check, Context, State, quote
+from devtls.doctor.model import Check, Context, State, as_admin, quote
 from devtls.errors import CAError
 from devtls.expiry import ROOT_WARN_DAYS, expiry_problem
 
@@ -63,7 +63,7 @@ def _owner_problem(info: os.stat_result, path: Path) -> Check | None:
         "ca folder" if stat.S_ISDIR(info.st_mode) else f"ca {path.name}",
         "fail",
         f"{path} belongs to {_user_name(info.st_uid)}, not to you ({me})",
-        f"sudo chown {recursive}{me} {quote(path)}",
+        as_admin(f"chown {recursive}{me} {quote(path)}"),
     )
 
 

@@ -166,16 +166,24 @@ def quote(path: Path | str) -> str:
     return shlex.quote(str(path))
 
 
+def as_admin(command: str) -> str:
+    """``sudo COMMAND``, unless this already runs as root (where sudo may not even exist)."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return command
+    return f"sudo {command}"
+
+
 def package_install(package_by_manager: Mapping[str, str]) -> str:
     """``sudo apt-get install PKG`` or the like, for the package manager found here."""
     for manager, command in (
-        ("apt-get", "sudo apt-get install {}"),
-        ("dnf", "sudo dnf install {}"),
-        ("pacman", "sudo pacman -S {}"),
-        ("zypper", "sudo zypper install {}"),
+        ("apt-get", "apt-get install {}"),
+        ("dnf", "dnf install {}"),
+        ("pacman", "pacman -S {}"),
+        ("zypper", "zypper install {}"),
         ("brew", "brew install {}"),
     ):
         if manager in package_by_manager and shutil.which(manager):
-            return command.format(package_by_manager[manager])
+            line = command.format(package_by_manager[manager])
+            return line if manager == "brew" else as_admin(line)
     first = next(iter(package_by_manager.items()))
     return f"install {first[1]} (the package that has it on this system)"

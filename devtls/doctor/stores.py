@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 
-from devtls.doctor.model import Check, Context, bounded_runner, run_tool
+from devtls.doctor.model import Check, Context, as_admin, bounded_runner, run_tool
 from devtls.errors import DevtlsError, UsageError
 from devtls.truststores import STORE_NAMES, TrustStore, select
 
@@ -73,7 +73,7 @@ def check_system(ctx: Context, store: TrustStore) -> Check:
             "store system",
             "fail",
             f"{anchor} is there, but {found}",
-            f"sudo {' '.join(update)}",
+            as_admin(" ".join(update)),
         )
     return Check("store system", "fail", found, "devtls install --store system")
 
@@ -147,7 +147,7 @@ def check_other(ctx: Context, store: TrustStore) -> Check:
         name,
         "fail",
         f"the root is not trusted ({availability.reason})",
-        f"devtls install --store {name[6:]}",
+        f"devtls install --store {store.name}",
     )
 
 
