@@ -8,6 +8,7 @@ from pathlib import Path
 from devtls.ca import LocalCA
 from devtls.doctor import Context
 from devtls.doctor.names import check_names
+from devtls.doctor.names import judge_answer as judge
 from devtls.doctor.probe import ProbeServer
 from devtls.doctor.running import discover
 from devtls.doctor.served import check_served
@@ -33,13 +34,22 @@ def test_route_names_that_do_not_resolve_to_loopback_are_failures(tmp_path: Path
     assert by_name(checks, "route localhost").state == "ok"
     outside = by_name(checks, "route 192.0.2.1")
     assert outside.state == "fail"
-    assert "192.0.2.1, not loopback" in outside.found
+    assert "192.0.2.1 is not a loopback address" in outside.found
     unresolved = by_name(checks, "route nothing.invalid")
     assert unresolved.state == "fail"
     assert "does not resolve" in unresolved.found
     assert unresolved.fix == "devtls hosts sync localhost nothing.invalid app.localhost"
     # Browsers and curl resolve *.localhost themselves: at worst a warning.
     assert by_name(checks, "route app.localhost").state in ("ok", "warn")
+
+
+def test_a_name_with_any_address_off_loopback_fails() -> None:
+    # What a resolver answering a name with a LAN address and 127.0.0.1 gives doctor.
+    check = judge("api.test", ["10.0.0.5", "127.0.0.1"], "devtls hosts sync api.test")
+    assert check.state == "fail"
+    assert "api.test resolves to 10.0.0.5, not loopback" in check.found
+    assert check.fix == "devtls hosts sync api.test"
+    assert judge("api.test", ["127.0.0.1", "::1"], "").state == "ok"
 
 
 def test_a_broken_devtls_toml_is_a_failure(tmp_path: Path) -> None:

@@ -53,7 +53,8 @@ def _check_one(ctx: Context, variable: str, value: str, reader: str, replaces: b
     if not path.is_file():
         what = "a folder" if path.is_dir() else "a missing file"
         fix = setting_for(ctx, variable) if ctx.ca is not None else f"unset {variable}"
-        return Check(name, "fail", f"{variable}={value} points at {what}; {reader} fails", fix)
+        found = f"{variable}={value} points at {what} (read by {reader})"
+        return Check(name, "fail", found, fix)
     try:
         with path.open("rb") as handle:
             data = handle.read(MAX_BUNDLE_BYTES)

@@ -79,11 +79,11 @@ def check_names(ctx: Context, running: Running) -> list[Check]:
     listable = [h for h in hosts if not h.startswith("*.") and not _is_ip(h)]
     sync = f"devtls hosts sync {' '.join(listable)}"
     for host in hosts:
-        checks.append(_judge(host, answers[host], sync))
+        checks.append(judge_answer(host, answers[host], sync))
     return checks
 
 
-def _judge(host: str, answer: list[str] | str, sync: str) -> Check:
+def judge_answer(host: str, answer: list[str] | str, sync: str) -> Check:
     name = f"route {host}"
     shown = lookup_name(host)
     wildcard = host.startswith("*.")
@@ -105,6 +105,8 @@ def _judge(host: str, answer: list[str] | str, sync: str) -> Check:
             )
         return Check(name, "warn" if local else "fail", found, fix)
     outside = [a for a in answer if not _is_loopback(a)]
+    if outside and _is_ip(host):
+        return Check(name, "fail", f"{host} is not a loopback address", fix)
     if outside:
         return Check(
             name,

@@ -136,8 +136,10 @@ def _python(ctx: Context, outcome: Outcome, python: str | None) -> Check:
             found += f"; httpx reads SSL_CERT_FILE, else certifi's {certifi}"
         return Check(name, "fail", found, setting_for(ctx, "SSL_CERT_FILE"))
     cafile = outcome.extra.get("cafile")
-    if cafile:
-        found += f"; Python's ssl reads {cafile}"
+    if ctx.environ.get("SSL_CERT_FILE"):
+        found += f"; Python's ssl reads SSL_CERT_FILE={ctx.environ['SSL_CERT_FILE']}"
+    elif cafile:
+        found += f"; Python's ssl reads {cafile} (OpenSSL's default)"
     if ctx.system_trusted is False and not ctx.environ.get("SSL_CERT_FILE"):
         return Check(name, "fail", found, SYSTEM_FIX)
     return Check(name, "fail", found, setting_for(ctx, "SSL_CERT_FILE"))
