@@ -114,6 +114,15 @@ def test_leaves_the_router_mints_from_the_ca_pass(tmp_path: Path) -> None:
     assert "verifies against the devtls root" in check.found
 
 
+def test_a_bad_devtls_run_listen_is_a_failure(tmp_path: Path) -> None:
+    ctx, _ = ready(tmp_path)
+    ctx.default_listen = "not-an-address"
+    (problem,) = discover(ctx).problems
+    assert problem.state == "fail"
+    assert problem.found.startswith("DEVTLS_RUN_LISTEN=not-an-address")
+    assert problem.fix == "unset DEVTLS_RUN_LISTEN"
+
+
 def test_nothing_running_is_skipped(tmp_path: Path) -> None:
     ctx, _ = ready(tmp_path)
     (check,) = check_served(ctx, discover(ctx))

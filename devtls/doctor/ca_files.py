@@ -55,8 +55,8 @@ def check_ca(ctx: Context, now: dt.datetime | None = None) -> list[Check]:
 
 
 def _owner_problem(info: os.stat_result, path: Path) -> Check | None:
-    if info.st_uid in (os.geteuid(), 0):
-        return None
+    if os.name != "posix" or info.st_uid in (os.geteuid(), 0):
+        return None  # Windows has ACLs, not owners and mode bits
     me = _user_name(os.geteuid())
     recursive = "-R " if stat.S_ISDIR(info.st_mode) else ""
     return Check(
@@ -76,6 +76,8 @@ def _folder(root: Path) -> Check:
     if problem is not None:
         return problem
     mode = stat.S_IMODE(info.st_mode)
+    if os.name != "posix":
+        return Check("ca folder", "ok", str(root))
     fix = f"chmod 700 {quote(root)}"
     if mode & 0o022:
         who = "others" if mode & 0o002 else "its group"
@@ -94,7 +96,7 @@ def _cert_file(path: Path) -> Check:
     if problem is not None:
         return problem
     mode = stat.S_IMODE(info.st_mode)
-    if mode & 0o022:
+    if os.name == "posix" and mode & 0o022:
         return Check(
             f"ca {path.name}",
             "fail",

@@ -9,6 +9,7 @@ variables: the question is trust, not how to reach 127.0.0.1.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import ssl
 import subprocess
@@ -149,7 +150,7 @@ def client_commands(
             str(which["curl"]),
             "-sS",
             "-o",
-            "/dev/null",
+            os.devnull,
             "--max-time",
             f"{timeout:g}",
             url,
@@ -157,7 +158,7 @@ def client_commands(
     if which.get("wget"):
         # --no-hsts: wget would otherwise write its HSTS database into HOME.
         commands["wget"] = [
-            str(which["wget"]), "--no-verbose", "--no-hsts", "-O", "/dev/null", "--tries=1",
+            str(which["wget"]), "--no-verbose", "--no-hsts", "-O", os.devnull, "--tries=1",
             f"--timeout={timeout:g}", url,
         ]  # fmt: skip
     if which.get("python3"):

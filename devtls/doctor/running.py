@@ -15,6 +15,7 @@ from devtls.doctor.model import Check, Context
 class Running:
     router_port: int | None = None
     router_hosts: list[str] = field(default_factory=list)
+    default_listen: tuple[str, int] | None = None
     toml_listen: tuple[str, int] | None = None
     toml_hosts: list[str] = field(default_factory=list)
     problems: list[Check] = field(default_factory=list)
@@ -31,9 +32,29 @@ class Running:
 
 def discover(ctx: Context) -> Running:
     running = Running()
+    _default_listen(ctx, running)
     _ask_router(ctx, running)
     _read_toml(ctx, running)
     return running
+
+
+def connect_host(host: str) -> str:
+    """Where to reach a listener on ``host``: a wildcard one answers on loopback too."""
+    return {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+
+
+def _default_listen(ctx: Context, running: Running) -> None:
+    from devtls.config import parse_address
+    from devtls.devrun_router import LISTEN_VARIABLE
+    from devtls.errors import ConfigError
+
+    try:
+        address = parse_address(ctx.default_listen, LISTEN_VARIABLE)
+    except ConfigError as exc:
+        found = f"{LISTEN_VARIABLE}={ctx.default_listen}: {exc.message}"
+        running.problems.append(Check("router", "fail", found, f"unset {LISTEN_VARIABLE}"))
+        return
+    running.default_listen = (connect_host(address.host), address.port)
 
 
 def _ask_router(ctx: Context, running: Running) -> None:
@@ -81,8 +102,5 @@ def _read_toml(ctx: Context, running: Running) -> None:
     except DevtlsError as exc:
         running.problems.append(Check("devtls.toml", "fail", f"{path}: {exc.message}", exc.hint))
         return
-    host = config.listen.host
-    # A wildcard listener answers on loopback too.
-    connect = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
-    running.toml_listen = (connect, config.listen.port)
+    running.toml_listen = (connect_host(config.listen.host), config.listen.port)
     running.toml_hosts = [r.host for r in config.routes if r.host]

@@ -35,21 +35,15 @@ class Target:
     required: bool = False  # a router said it listens here: silence is a finding
 
 
-def targets(ctx: Context, running: Running) -> list[Target]:
-    from devtls.config import parse_address
-    from devtls.errors import ConfigError
-
+def targets(running: Running) -> list[Target]:
     found: list[Target] = []
     if running.router_port is not None:
         port = running.router_port
         found.append(
             Target("router", [("127.0.0.1", port), ("::1", port)], running.router_hosts, True)
         )
-    try:
-        default = parse_address(ctx.default_listen)
-        found.append(Target("default", [(default.host or "127.0.0.1", default.port)]))
-    except ConfigError:
-        pass
+    if running.default_listen is not None:
+        found.append(Target("default", [running.default_listen]))
     if running.toml_listen is not None:
         found.append(Target("devtls.toml", [running.toml_listen], running.toml_hosts))
     unique: list[Target] = []
@@ -67,7 +61,7 @@ def targets(ctx: Context, running: Running) -> list[Target]:
 def check_served(ctx: Context, running: Running) -> list[Check]:
     assert ctx.ca is not None
     checks: list[Check] = []
-    for target in targets(ctx, running):
+    for target in targets(running):
         address = _reachable(target.addresses, ctx.timeout)
         shown = " or ".join(_show(a) for a in target.addresses)
         if address is None:
