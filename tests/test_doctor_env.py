@@ -133,3 +133,16 @@ def test_every_runtime_trusts_the_root_when_set_up_as_doctor_says(tmp_path: Path
         "runtime requests": "ok",
         "runtime httpx": "ok",
     }
+
+
+def test_a_python3_that_does_not_run_is_a_warning_not_a_trust_failure(tmp_path: Path) -> None:
+    ctx = ready(tmp_path)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    script = fake / "python3"
+    script.write_text("#!/bin/sh\necho 'python3: this shim is broken' >&2\nexit 127\n")
+    script.chmod(0o755)
+    ctx.environ = {**ctx.environ, "PATH": f"{fake}:{ctx.environ['PATH']}"}
+    check = by_name(check_runtimes(ctx), "runtime python")
+    assert check.state == "warn"
+    assert "this shim is broken" in check.found

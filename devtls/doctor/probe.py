@@ -210,5 +210,7 @@ def python_outcomes(code: int, output: str) -> list[Outcome]:
             detail = str(entry.get("error") or "")
             outcomes.append(Outcome(entry["client"], bool(entry.get("ok")), detail, entry))
     if not outcomes:
-        outcomes.append(Outcome("python-ssl", False, output.strip()[-300:] or f"exit {code}", {}))
+        # python3 did not get to run the probe at all (a broken shim, a too old Python).
+        detail = output.strip()[-300:] or f"exit status {code}"
+        outcomes.append(Outcome("python-ssl", False, detail, {"broken": True}))
     return outcomes

@@ -125,6 +125,8 @@ def _python(ctx: Context, outcome: Outcome, python: str | None) -> Check:
         return Check(name, "ok", f"{_python_name(client)} ({python}) trusts a devtls leaf")
     if outcome.extra.get("missing"):
         return Check(name, "skip", f"{client} is not installed for {python}")
+    if outcome.extra.get("broken"):
+        return Check("runtime python", "warn", f"cannot run {python}: {outcome.detail}")
     found = f"{_python_name(client)} ({python}) rejects a devtls leaf ({outcome.detail})"
     certifi = outcome.extra.get("certifi")
     if client == "requests":
