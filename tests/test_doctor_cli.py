@@ -11,7 +11,8 @@ from pathlib import Path
 
 from devtls.ca import LocalCA
 from devtls.doctor.model import STATES
-from devtls.doctor.stores import check_wsl
+from devtls.doctor.stores import check_other, check_wsl
+from devtls.truststores.base import Availability
 from tests.doctorenv import base_environ, context, firefox_profile
 
 
@@ -129,3 +130,31 @@ def test_under_wsl_the_windows_store_is_named(tmp_path: Path) -> None:
     assert "certutil.exe -user -addstore Root" in (check.fix or "")
     ctx.proc_version.write_text("Linux version 6.1.0-28-amd64 (debian-kernel@lists.debian.org)\n")
     assert check_wsl(ctx, []) == []
+
+
+class WindowsStoreSeenFromWSL:
+    """A store doctor has no verifier of its own for, answering as a store does."""
+
+    name = "windows"
+
+    def __init__(self, installed: bool) -> None:
+        self.installed = installed
+
+    def available(self) -> Availability:
+        return Availability(True, "CurrentUser Root, through certutil.exe")
+
+    def is_installed(self, ca: LocalCA) -> bool:
+        return self.installed
+
+
+def test_a_store_of_its_own_for_windows_is_reported_as_it_says(tmp_path: Path) -> None:
+    caroot = tmp_path / "caroot"
+    ctx = context(tmp_path, caroot)
+    ctx.ca, _ = LocalCA.load_or_create(caroot)
+    ctx.proc_version.write_text("Linux version 5.15.153.1-microsoft-standard-WSL2\n")
+    missing = WindowsStoreSeenFromWSL(installed=False)
+    assert check_wsl(ctx, [missing]) == []  # the store speaks for itself
+    check = check_other(ctx, missing)
+    assert (check.name, check.state) == ("store windows", "fail")
+    assert check.fix == "devtls install --store windows"
+    assert check_other(ctx, WindowsStoreSeenFromWSL(installed=True)).state == "ok"

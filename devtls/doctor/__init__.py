@@ -37,6 +37,7 @@ def context_from_environment() -> Context:
 def run(ctx: Context) -> Report:
     from devtls.doctor.ca_files import check_ca
     from devtls.doctor.stores import (
+        CHECKED_HERE,
         check_java,
         check_other,
         check_system,
@@ -80,7 +81,7 @@ def run(ctx: Context) -> Report:
         from devtls.doctor.profiles import check_profiles
 
         groups.append(("nss", lambda: check_profiles(ctx)))
-    others = [s for s in selected if s.name not in ("system", "nss", "java")]
+    others = [s for s in selected if s.name not in CHECKED_HERE]
     groups.append(("stores", lambda: [check_other(ctx, s) for s in others]))
     groups.append(("wsl", lambda: check_wsl(ctx, selected)))
     groups.append(("runtimes", lambda: _environment(ctx)))

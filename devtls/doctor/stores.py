@@ -13,7 +13,10 @@ from collections.abc import Sequence
 
 from devtls.doctor.model import Check, Context, as_admin, bounded_runner, run_tool
 from devtls.errors import DevtlsError, UsageError
-from devtls.truststores import STORE_NAMES, TrustStore, select
+from devtls.truststores import TrustStore, select
+
+# The stores with a verifier of their own in doctor; any other answers through check_other.
+CHECKED_HERE = ("system", "nss", "java")
 
 # Variables that point OpenSSL at other roots: the system store is judged without them.
 _VERIFY_PATH_VARIABLES = ("SSL_CERT_FILE", "SSL_CERT_DIR")
@@ -159,8 +162,8 @@ def check_wsl(ctx: Context, stores: list[TrustStore]) -> list[Check]:
         return []
     if "microsoft" not in version.lower():
         return []
-    if any(s.name not in STORE_NAMES for s in stores):
-        return []  # the Windows store has a store of its own here, reported above
+    if any(s.name not in CHECKED_HERE for s in stores):
+        return []  # the Windows store has a store of its own, reported through check_other
     root = ctx.root_file()
     return [
         Check(
