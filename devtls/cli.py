@@ -241,6 +241,25 @@ def status(
 
 @app.command()
 @reports_errors
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Check the CA, trust stores, browser profiles, runtimes, names and served certificates."""
+    import json
+
+    from devtls import doctor as checks
+
+    report = checks.run(checks.context_from_environment())
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        for line in report.lines():
+            typer.echo(line)
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
+@reports_errors
 def env(
     shell: Annotated[
         str | None,
