@@ -83,7 +83,7 @@ def check_system(ctx: Context, store: TrustStore) -> Check:
 
 def _openssl_verdict(ctx: Context) -> tuple[bool | None, str]:
     """openssl's verdict on a fresh leaf against the system bundle (None: cannot ask)."""
-    from devtls.trust import SYSTEM_BUNDLES
+    from devtls.bundle import SYSTEM_BUNDLES
 
     openssl = ctx.which("openssl")
     bundle = next((b for b in SYSTEM_BUNDLES if _readable(b)), None)
