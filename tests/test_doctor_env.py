@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from devtls.bundle import system_roots
 from devtls.ca import LocalCA
 from devtls.doctor import Context
 from devtls.doctor.environment import check_variables
 from devtls.doctor.runtimes import check_runtimes
-from devtls.trust import system_roots, write_bundle
+from devtls.trust import write_bundle
 from tests.conftest import require_tool
 from tests.doctorenv import by_name, context
 
