@@ -31,6 +31,7 @@ from devtls.errors import CAError
 if TYPE_CHECKING:
     import ssl
 
+    from devtls.constraints import NameConstraints
     from devtls.issue import LeafCert
 
 CERT_FILE = "rootCA.pem"
@@ -50,13 +51,62 @@ def resolve_caroot() -> Path:
     return Path(platformdirs.user_data_dir("devtls", appauthor=False)).absolute()
 
 
-class LocalCA:
+class RootCert:
+    """A root certificate and where it is on disk: what a trust store needs (no key)."""
+
+    def __init__(
+        self, cert: x509.Certificate, path: Path | None = None, cert_path: Path | None = None
+    ) -> None:
+        self.cert = cert
+        self.path = path
+        self._cert_path = cert_path
+
+    @property
+    def cert_path(self) -> Path | None:
+        """The file store tools import: rootCA.pem, unless this root lives in another file."""
+        if self._cert_path is not None:
+            return self._cert_path
+        return self.path / CERT_FILE if self.path is not None else None
+
+    def cert_pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    @property
+    def fingerprint_sha256(self) -> str:
+        return self.cert.fingerprint(hashes.SHA256()).hex().upper()
+
+    @property
+    def subject(self) -> str:
+        return self.cert.subject.rfc4514_string()
+
+    @property
+    def serial_number(self) -> int:
+        return self.cert.serial_number
+
+    @property
+    def not_after(self) -> dt.datetime:
+        return self.cert.not_valid_after_utc
+
+    @property
+    def constraints(self) -> NameConstraints | None:
+        """The name constraints the root carries, None for an unconstrained (mkcert) root."""
+        from devtls.constraints import from_certificate
+
+        return from_certificate(self.cert)
+
+
+class LocalCA(RootCert):
     """A root CA that can sign leaves: its certificate, its key, and the folder it came from."""
 
-    def __init__(self, cert: x509.Certificate, key: CAKey, path: Path | None = None) -> None:
-        self.cert = cert
+    def __init__(
+        self,
+        cert: x509.Certificate,
+        key: CAKey,
+        path: Path | None = None,
+        cert_path: Path | None = None,
+    ) -> None:
+        super().__init__(cert, path, cert_path)
         self.key = key
-        self.path = path
 
     # -- construction -------------------------------------------------------------------
 
@@ -70,14 +120,19 @@ class LocalCA:
         return _load_pair(root)
 
     @classmethod
-    def load_or_create(cls, path: Path | None = None) -> tuple[LocalCA, bool]:
+    def load_or_create(
+        cls, path: Path | None = None, *, constraints: NameConstraints | None = None
+    ) -> tuple[LocalCA, bool]:
         """Load the CA in ``path``, creating it first if the folder holds none.
 
         Returns the CA and whether it was created now. Two processes racing here end
-        up with the same CA: creation happens under a lock on the folder.
+        up with the same CA: creation happens under a lock on the folder. ``constraints``
+        go into a CA created now; an existing CA is never changed (CAError instead).
         """
         root = path or resolve_caroot()
         if _folder_state(root) == "complete":
+            if constraints is not None:
+                raise _constrain_existing(root)
             return _load_pair(root), False
         try:
             _files.ensure_private_dir(root)
@@ -90,8 +145,10 @@ class LocalCA:
         _close_dir(_open_folder(root))
         with _files.locked_dir(root):
             if _folder_state(root) == "complete":
+                if constraints is not None:
+                    raise _constrain_existing(root)
                 return _load_pair(root), False
-            ca = cls.generate()
+            ca = cls.generate(constraints=constraints)
             ca.path = root
             try:
                 _files.write_new_pair(
@@ -112,8 +169,17 @@ class LocalCA:
             return ca, True
 
     @classmethod
-    def generate(cls, key_type: KeyType = "rsa", *, owner: str | None = None) -> LocalCA:
-        """A new root in memory, with the profile of mkcert's root (RSA 3072 unless asked)."""
+    def generate(
+        cls,
+        key_type: KeyType = "rsa",
+        *,
+        owner: str | None = None,
+        constraints: NameConstraints | None = None,
+    ) -> LocalCA:
+        """A new root in memory, with the profile of mkcert's root (RSA 3072 unless asked).
+
+        ``constraints`` add a critical nameConstraints extension (RFC 5280 4.2.1.10).
+        """
         key: CAKey
         if key_type == "rsa":
             key = rsa.generate_private_key(public_exponent=65537, key_size=CA_RSA_BITS)
@@ -130,7 +196,7 @@ class LocalCA:
         )
         now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
         public_key = key.public_key()
-        cert = (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
             .issuer_name(subject)
@@ -155,9 +221,11 @@ class LocalCA:
                 critical=True,
             )
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-            .sign(key, signing_hash(key))
         )
-        return cls(cert, key)
+        if constraints is not None:
+            # Critical: a client that cannot enforce them must refuse the root, not ignore them.
+            builder = builder.add_extension(constraints.extension(), critical=True)
+        return cls(builder.sign(key, signing_hash(key)), key)
 
     @classmethod
     def ephemeral(cls, key_type: KeyType = "ecdsa") -> LocalCA:
@@ -166,9 +234,6 @@ class LocalCA:
 
     # -- what it is -----------------------------------------------------------------------
 
-    def cert_pem(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.PEM)
-
     def key_pem(self) -> bytes:
         """The key as unencrypted PKCS#8 PEM, the format mkcert writes and reads."""
         return self.key.private_bytes(
@@ -176,22 +241,6 @@ class LocalCA:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-
-    @property
-    def fingerprint_sha256(self) -> str:
-        return self.cert.fingerprint(hashes.SHA256()).hex().upper()
-
-    @property
-    def subject(self) -> str:
-        return self.cert.subject.rfc4514_string()
-
-    @property
-    def serial_number(self) -> int:
-        return self.cert.serial_number
-
-    @property
-    def not_after(self) -> dt.datetime:
-        return self.cert.not_valid_after_utc
 
     def check_usable(self, now: dt.datetime | None = None) -> None:
         """Raise CAError if the root cannot sign anything a client would accept today."""
@@ -229,6 +278,13 @@ class LocalCA:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
         context.load_verify_locations(cadata=self.cert_pem().decode("ascii"))
         return context
+
+
+def _constrain_existing(root: Path) -> CAError:
+    return CAError(
+        f"{root} already holds a CA; --constrain only applies to a new one (it was not changed)",
+        "run 'devtls uninstall' and move that folder away (or set CAROOT) to create a new CA",
+    )
 
 
 def _add_years(moment: dt.datetime, years: int) -> dt.datetime:

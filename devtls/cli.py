@@ -192,14 +192,28 @@ def install(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the exact commands and changes only.")
     ] = False,
+    constrain: Annotated[
+        str | None,
+        typer.Option(
+            "--constrain",
+            metavar="NAME,...",
+            help="Create the new CA limited to these names and CIDR ranges "
+            "(e.g. localhost,.localhost,.test,127.0.0.0/8,::1/128); only when no CA exists.",
+        ),
+    ] = None,
 ) -> None:
     """Create the CA if missing and make the OS, browsers (NSS) and Java trust it."""
     from devtls import trust
+    from devtls.constraints import parse_constraints
 
-    ca, created, outcomes = trust.install(tuple(store or ()), dry_run=dry_run)
+    constraints = parse_constraints(constrain) if constrain is not None else None
+    ca, created, outcomes = trust.install(
+        tuple(store or ()), dry_run=dry_run, constraints=constraints
+    )
     if created:
         verb = "would create" if dry_run else "created"
-        typer.echo(f"{verb} a new local CA in {ca.path}")
+        limited = f", limited to {constraints}" if constraints is not None else ""
+        typer.echo(f"{verb} a new local CA in {ca.path}{limited}")
     _report(outcomes)
 
 
@@ -235,6 +249,13 @@ def status(
     typer.echo(f"subject:     {report['subject']}")
     typer.echo(f"SHA-256:     {report['fingerprint_sha256']}")
     typer.echo(f"expires:     {report['not_after']}")
+    if report["expiry_warning"]:
+        typer.echo(
+            f"devtls: warning: the root {report['expiry_warning']}; run 'devtls ca rotate'",
+            err=True,
+        )
+    limits = report["name_constraints"]
+    typer.echo(f"names:       {', '.join(limits) if limits else 'any (no name constraints)'}")
     for name, entry in report["stores"].items():
         typer.echo(f"{name + ':':12} {entry['state']} ({entry['detail']})")
 

@@ -320,6 +320,10 @@ def _sign(
     days: int,
     now: dt.datetime | None,
 ) -> x509.Certificate:
+    constraints = ca.constraints
+    if constraints is not None:
+        # Before signing: a leaf the root's own constraints forbid is refused by every client.
+        constraints.check(names)
     start = (now or dt.datetime.now(dt.timezone.utc)).replace(microsecond=0) - NOT_BEFORE_SLACK
     end = min(start + dt.timedelta(days=days), ca.cert.not_valid_after_utc)
     usages = []

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from devtls import _files
-from devtls.ca import CERT_FILE, LocalCA, resolve_caroot
-from devtls.errors import DevtlsError, UsageError
+from devtls.ca import CERT_FILE, LocalCA, RootCert, resolve_caroot
+from devtls.constraints import NameConstraints
+from devtls.errors import CAError, DevtlsError, UsageError
+from devtls.expiry import ROOT_WARN_DAYS, expiry_problem
 from devtls.truststores import TrustStore, select
 
 BUNDLE_FILE = "devtls-bundle.pem"
@@ -46,16 +48,27 @@ def _explicit(requested: tuple[str, ...]) -> bool:
 
 
 def install(
-    requested: tuple[str, ...] = (), *, dry_run: bool = False, caroot: Path | None = None
+    requested: tuple[str, ...] = (),
+    *,
+    dry_run: bool = False,
+    caroot: Path | None = None,
+    constraints: NameConstraints | None = None,
 ) -> tuple[LocalCA, bool, list[StoreOutcome]]:
-    """Create the CA if needed and make every selected store trust it."""
+    """Create the CA if needed (with ``constraints``: only a new one) and make every selected
+    store trust it."""
     stores = select(requested)
     if not dry_run:
-        ca, created = LocalCA.load_or_create(caroot)
+        ca, created = LocalCA.load_or_create(caroot, constraints=constraints)
     elif _has_ca(caroot):
+        if constraints is not None:
+            root = caroot or resolve_caroot()
+            raise CAError(
+                f"{root} already holds a CA; --constrain only applies to a new one",
+                "run 'devtls uninstall' and move that folder away (or set CAROOT) first",
+            )
         ca, created = LocalCA.load(caroot), False
     else:
-        ca, created = _load_for_dry_run(caroot)
+        ca, created = _load_for_dry_run(caroot, constraints)
     explicit = _explicit(requested)
     return ca, created, [_apply(store, ca, "install", dry_run, explicit) for store in stores]
 
@@ -72,15 +85,17 @@ def _has_ca(caroot: Path | None) -> bool:
     return ((caroot or resolve_caroot()) / CERT_FILE).exists()
 
 
-def _load_for_dry_run(caroot: Path | None) -> tuple[LocalCA, bool]:
+def _load_for_dry_run(
+    caroot: Path | None, constraints: NameConstraints | None
+) -> tuple[LocalCA, bool]:
     # A dry run writes nothing, not even a new CA: plan with a throwaway one in its place.
-    ca = LocalCA.generate()
+    ca = LocalCA.generate(constraints=constraints)
     ca.path = caroot or resolve_caroot()
     return ca, True
 
 
 def _apply(
-    store: TrustStore, ca: LocalCA, action: str, dry_run: bool, explicit: bool
+    store: TrustStore, ca: RootCert, action: str, dry_run: bool, explicit: bool
 ) -> StoreOutcome:
     availability = store.available()
     if not availability.available:
@@ -138,11 +153,16 @@ def status(caroot: Path | None = None) -> dict[str, Any]:
             if missing:
                 detail = f"missing from {', '.join(missing)}"
         stores[store.name] = {"state": "trusted" if installed else "not trusted", "detail": detail}
+    constraints = ca.constraints
     return {
         "caroot": str(ca.path),
         "subject": ca.subject,
         "fingerprint_sha256": ca.fingerprint_sha256,
         "not_after": ca.not_after.isoformat(),
+        # None: expires more than ROOT_WARN_DAYS from now.
+        "expiry_warning": expiry_problem(ca.not_after, ROOT_WARN_DAYS),
+        # None: unconstrained (mkcert's kind); else the permitted names and ranges.
+        "name_constraints": constraints.entries() if constraints is not None else None,
         "stores": stores,
     }
 

@@ -30,6 +30,7 @@ CORE = {
     "devrun_inject",
     "proxy.pages",
     "expiry",
+    "constraints",
 }
 FORBIDDEN_IN_CORE = {"asyncio", "typer", "rich", "click"}
 

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Protocol
 
 from devtls.ca import LocalCA
+from devtls.constraints import within
 from devtls.errors import ConfigError, UsageError
 from devtls.issue import LeafCert, issue_leaf, server_tls_context
 from devtls.names import Name, NameKind, parse_name
 from devtls.proxy.clienthello import ClientHello
 from devtls.proxy.flow import Transport
+from devtls.serve_settings import DEFAULT_NAMES
 
 log = logging.getLogger("devtls")
 
@@ -122,6 +124,8 @@ class CertificateSource:
         self._alpn = alpn
         self._write_log = write_log
         self._budget = MintBudget(mint_per_minute, clock)
+        # Names outside the root's constraints: said once a minute, not per handshake.
+        self._refusals = MintBudget(1, clock)
         self._minted: OrderedDict[str, ssl.SSLContext] = OrderedDict()
         # One mint per name at a time: handshakes for a name being minted share its future.
         self._pending: dict[str, asyncio.Future[ssl.SSLContext | None]] = {}
@@ -139,8 +143,15 @@ class CertificateSource:
             self.reissue(names)
 
     def reissue(self, names: tuple[str, ...]) -> None:
-        """A new default leaf from the CA for ``names``, for the handshakes from now on."""
+        """A new default leaf from the CA for ``names``, for the handshakes from now on.
+
+        Under a name-constrained root, the built-in default names outside its constraints
+        (127.0.0.1 under a DNS-only root) are left out; a name asked for is an IssueError.
+        """
         assert self._ca is not None
+        constraints = self._ca.constraints
+        if constraints is not None:
+            names = tuple(n for n in names if n not in DEFAULT_NAMES or within(constraints, n))
         leaf = issue_leaf(self._ca, list(names), key_type="ecdsa")
         context = leaf.server_context()
         set_alpn(context, self._alpn)
@@ -202,6 +213,15 @@ class CertificateSource:
         except UsageError:
             return None
         if name.kind is not NameKind.DNS:
+            return None
+        assert self._ca is not None
+        constraints = self._ca.constraints
+        if constraints is not None and not constraints.permits(name):
+            if self._write_log is not None and self._refusals.take():
+                self._write_log(
+                    f"not minting a certificate for {server_name}: outside the CA's name "
+                    f"constraints ({constraints}); it gets the default certificate"
+                )
             return None
         if not self._budget.take():
             if self._write_log is not None and self._budget.should_log_refusal():
