@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from devtls import _files
+from devtls import _files, castaging
 from devtls._x509 import (
     MAX_COMMON_NAME,
     CAKey,
@@ -34,8 +34,8 @@ if TYPE_CHECKING:
     from devtls.constraints import NameConstraints
     from devtls.issue import LeafCert
 
-CERT_FILE = "rootCA.pem"
-KEY_FILE = "rootCA-key.pem"
+CERT_FILE = castaging.CERT_FILE
+KEY_FILE = castaging.KEY_FILE
 # The key type of mkcert's root, so every client that accepts an mkcert root accepts ours.
 CA_RSA_BITS = 3072
 CA_VALIDITY_YEARS = 10
@@ -111,13 +111,27 @@ class LocalCA(RootCert):
     # -- construction -------------------------------------------------------------------
 
     @classmethod
-    def load(cls, path: Path | None = None) -> LocalCA:
-        """Load the CA in ``path`` (default: CAROOT); CAError names the file that is wrong."""
+    def load(cls, path: Path | None = None, *, recover: bool = True) -> LocalCA:
+        """Load the CA in ``path`` (default: CAROOT); CAError names the file that is wrong.
+
+        An interrupted ``devtls ca rotate`` is finished (or undone) first, unless ``recover``
+        is False (the rotation itself, which holds the folder's lock and did that already).
+        """
         root = path or resolve_caroot()
+        if recover:
+            castaging.recover(root)
         state = _folder_state(root)
         if state == "missing":
             raise CAError(f"no CA in {root}", "run 'devtls install' or 'devtls cert' to create one")
-        return _load_pair(root)
+        try:
+            return _load_pair(root)
+        except CAError:
+            if not recover:
+                raise
+            # Read while a rotation renamed the pair (the old certificate, the new key): once
+            # more, after it is done; a folder that is really broken fails the same way again.
+            castaging.recover(root)
+            return _load_pair(root)
 
     @classmethod
     def load_or_create(
@@ -130,6 +144,7 @@ class LocalCA(RootCert):
         go into a CA created now; an existing CA is never changed (CAError instead).
         """
         root = path or resolve_caroot()
+        castaging.recover(root)
         if _folder_state(root) == "complete":
             if constraints is not None:
                 raise _constrain_existing(root)
@@ -175,10 +190,13 @@ class LocalCA(RootCert):
         *,
         owner: str | None = None,
         constraints: NameConstraints | None = None,
+        label: str = "",
     ) -> LocalCA:
         """A new root in memory, with the profile of mkcert's root (RSA 3072 unless asked).
 
         ``constraints`` add a critical nameConstraints extension (RFC 5280 4.2.1.10).
+        ``label`` ends the common name: a rotated root gets a subject of its own, so the old
+        and the new one never share a subject (OpenSSL's hashed lookups, issuer matching).
         """
         key: CAKey
         if key_type == "rsa":
@@ -186,7 +204,8 @@ class LocalCA(RootCert):
         else:
             key = ec.generate_private_key(ec.SECP256R1())
         owner = owner or user_and_host()
-        common_name = f"devtls {owner}"[:MAX_COMMON_NAME]
+        suffix = f" {label}" if label else ""
+        common_name = f"devtls {owner}"[: MAX_COMMON_NAME - len(suffix)] + suffix
         subject = x509.Name(
             [
                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, "devtls development CA"),

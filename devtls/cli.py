@@ -169,7 +169,7 @@ StoreOption = Annotated[
 ]
 
 
-def _report(outcomes: list["StoreOutcome"]) -> None:
+def _report(outcomes: list["StoreOutcome"], *, fail: bool = True) -> None:
     for outcome in outcomes:
         line = f"{outcome.store}: {outcome.action}" + (
             f" ({outcome.detail})" if outcome.detail else ""
@@ -181,7 +181,7 @@ def _report(outcomes: list["StoreOutcome"]) -> None:
         if outcome.action == "would run":
             for step in outcome.steps:
                 typer.echo(f"  {step}")
-    if any(o.failed for o in outcomes):
+    if fail and any(o.failed for o in outcomes):
         raise typer.Exit(1)
 
 
@@ -224,11 +224,64 @@ def uninstall(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the exact commands and changes only.")
     ] = False,
+    old: Annotated[
+        bool,
+        typer.Option(
+            "--old",
+            help="Remove the roots 'devtls ca rotate' replaced (and their kept files) instead.",
+        ),
+    ] = False,
 ) -> None:
     """Remove the root from the trust stores (the CA files stay)."""
-    from devtls import trust
+    if not old:
+        from devtls import trust
 
-    _report(trust.uninstall(tuple(store or ()), dry_run=dry_run))
+        _report(trust.uninstall(tuple(store or ()), dry_run=dry_run))
+        return
+    from devtls.rotate import uninstall_old
+
+    retired = uninstall_old(tuple(store or ()), dry_run=dry_run)
+    if not retired:
+        typer.echo("no old roots to remove")
+    outcomes = []
+    for entry in retired:
+        typer.echo(f"{entry.archive.name}:")
+        outcomes += entry.outcomes
+        _report(entry.outcomes, fail=False)
+        if entry.deleted:
+            typer.echo(f"deleted {entry.archive}")
+    if any(o.failed for o in outcomes):
+        raise typer.Exit(1)
+
+
+ca_app = typer.Typer(
+    help="The local CA's lifecycle: replace its root.", no_args_is_help=True, add_completion=False
+)
+app.add_typer(ca_app, name="ca")
+
+
+@ca_app.command("rotate")
+@reports_errors
+def ca_rotate() -> None:
+    """Replace the root; trust it where the old one is trusted; keep the old one until
+    'devtls uninstall --old'."""
+    from devtls.rotate import rotate
+
+    done = rotate()
+    assert done.old.cert_path is not None
+    typer.echo(
+        f"rotated the root in {done.new.path}: the new one (SHA-256 {done.new.fingerprint_sha256}, "
+        f"valid until {done.new.not_after:%Y-%m-%d}) is rootCA.pem; the old one is kept as "
+        f"{done.old.cert_path.name}"
+    )
+    for outcome in done.outcomes:
+        typer.echo(
+            f"{outcome.store}: {outcome.action} the new root; the old one stays trusted until "
+            "'devtls uninstall --old'"
+        )
+    for outcome in done.untouched:
+        typer.echo(f"{outcome.store}: not changed ({outcome.detail})")
+    typer.echo("New leaves come from the new root; a running 'devtls serve' switches by itself.")
 
 
 @app.command()

@@ -70,7 +70,14 @@ def install(
     else:
         ca, created = _load_for_dry_run(caroot, constraints)
     explicit = _explicit(requested)
-    return ca, created, [_apply(store, ca, "install", dry_run, explicit) for store in stores]
+    return (
+        ca,
+        created,
+        [
+            apply_to_store(store, ca, "install", dry_run=dry_run, explicit=explicit)
+            for store in stores
+        ],
+    )
 
 
 def uninstall(
@@ -78,7 +85,11 @@ def uninstall(
 ) -> list[StoreOutcome]:
     """Take the root out of the selected stores; the CA files stay."""
     ca = LocalCA.load(caroot)
-    return [_apply(s, ca, "uninstall", dry_run, _explicit(requested)) for s in select(requested)]
+    explicit = _explicit(requested)
+    return [
+        apply_to_store(s, ca, "uninstall", dry_run=dry_run, explicit=explicit)
+        for s in select(requested)
+    ]
 
 
 def _has_ca(caroot: Path | None) -> bool:
@@ -94,9 +105,15 @@ def _load_for_dry_run(
     return ca, True
 
 
-def _apply(
-    store: TrustStore, ca: RootCert, action: str, dry_run: bool, explicit: bool
+def apply_to_store(
+    store: TrustStore,
+    ca: RootCert,
+    action: str,
+    *,
+    dry_run: bool = False,
+    explicit: bool = False,
 ) -> StoreOutcome:
+    """Install or uninstall ``ca`` in one store; a failure is an outcome, never raised."""
     availability = store.available()
     if not availability.available:
         return StoreOutcome(store.name, "failed" if explicit else "skipped", availability.reason)

@@ -31,6 +31,7 @@ CORE = {
     "proxy.pages",
     "expiry",
     "constraints",
+    "castaging",
 }
 FORBIDDEN_IN_CORE = {"asyncio", "typer", "rich", "click"}
 

@@ -135,6 +135,9 @@ class CertificateSource:
         self.default_context: ssl.SSLContext
         self._exact: set[str] = set()
         self._wildcards: set[str] = set()
+        self._names: tuple[str, ...] = names
+        # Grows when the CA is replaced: a leaf minted from the old root is not cached.
+        self._ca_epoch = 0
         if self.files is not None:
             self.reload_files()
         else:
@@ -149,6 +152,7 @@ class CertificateSource:
         (127.0.0.1 under a DNS-only root) are left out; a name asked for is an IssueError.
         """
         assert self._ca is not None
+        self._names = names
         constraints = self._ca.constraints
         if constraints is not None:
             names = tuple(n for n in names if n not in DEFAULT_NAMES or within(constraints, n))
@@ -160,6 +164,15 @@ class CertificateSource:
         self._exact = {p for p in self.covered if p and not p.startswith("*.")}
         self._wildcards = {p[2:] for p in self.covered if p.startswith("*.")}
         self.default_context = context
+
+    def use_ca(self, ca: LocalCA) -> None:
+        """Sign with ``ca`` from now on (``devtls ca rotate`` replaced the root): a new default
+        leaf, and the minted ones forgotten. Open connections keep the leaf they have."""
+        self._ca = ca
+        self._ca_epoch += 1
+        self._minted.clear()
+        self._pending.clear()  # handshakes waiting on them still get theirs
+        self.reissue(self._names)
 
     def reload_files(self) -> None:
         """Load the --cert/--key files again; ConfigError (and the old pair kept) if unusable.
@@ -235,7 +248,8 @@ class CertificateSource:
         # ECDSA P-256: about a millisecond to mint, in a worker thread so the loop goes on.
         future: asyncio.Future[ssl.SSLContext | None] = loop.run_in_executor(None, self._mint, name)
         self._pending[server_name] = future
-        future.add_done_callback(lambda done: self._minted_done(server_name, done))
+        epoch = self._ca_epoch
+        future.add_done_callback(lambda done: self._minted_done(server_name, done, epoch))
         return future
 
     def _mint(self, name: Name) -> ssl.SSLContext:
@@ -244,9 +258,12 @@ class CertificateSource:
         set_alpn(context, self._alpn)
         return context
 
-    def _minted_done(self, server_name: str, future: asyncio.Future[ssl.SSLContext | None]) -> None:
+    def _minted_done(
+        self, server_name: str, future: asyncio.Future[ssl.SSLContext | None], epoch: int
+    ) -> None:
         # On the loop: the cache is only ever touched there.
-        del self._pending[server_name]
+        if self._pending.get(server_name) is future:
+            del self._pending[server_name]
         if future.cancelled():
             return
         exc = future.exception()
@@ -255,7 +272,7 @@ class CertificateSource:
                 self._write_log(f"minting a certificate for {server_name} failed: {exc}")
             return
         context = future.result()
-        if context is None:
+        if context is None or epoch != self._ca_epoch:
             return
         self._minted[server_name] = context
         if len(self._minted) > MAX_MINTED:

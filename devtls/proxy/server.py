@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from devtls.ca import LocalCA
 from devtls.config import Address, ServeConfig, ServeOptions, Upstream
 from devtls.errors import DevtlsError, ProtocolError
+from devtls.expiry import ROOT_WARN_DAYS, expiry_problem
 from devtls.proxy import http1, workerlink
 from devtls.proxy.certs import CertificateSource
 from devtls.proxy.demo import start_demo_server
@@ -268,6 +269,14 @@ async def start(
             server.close()
         raise
     banner = _banner(banner_config, port)
+    if ca is not None and certs.files is None:
+        problem = expiry_problem(ca.not_after, ROOT_WARN_DAYS)
+        if problem is not None:
+            banner.insert(
+                0,
+                f"devtls: warning: the local CA's root {problem}; run 'devtls ca rotate' "
+                "(this server switches to the new root by itself)",
+            )
     if acme is not None:
         hosts = ", ".join(acme.settings.hosts)
         banner.append(f"devtls: acme: certificates for {hosts} from {acme.settings.directory}")
