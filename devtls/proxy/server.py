@@ -299,10 +299,17 @@ def _acme_manager(
         return None
     from devtls.proxy.acme import AcmeManager
 
-    # The ACME server is reached with the OS roots plus the devtls root (a local test CA).
-    from devtls.trust import write_bundle
+    # The ACME server is reached with the roots given by --acme-ca-root (a private ACME CA:
+    # step-ca, Pebble, another machine's devtls), else the OS roots plus the devtls root.
+    verify: str | bool
+    if config.acme.ca_root is not None:
+        verify = str(config.acme.ca_root)
+    elif ca is not None:
+        from devtls.trust import write_bundle
 
-    verify: str | bool = str(write_bundle(ca)) if ca is not None else True
+        verify = str(write_bundle(ca))
+    else:
+        verify = True
     return AcmeManager(config.acme, verify=verify, write_log=write_log, alpn=config.offered_alpn)
 
 
