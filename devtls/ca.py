@@ -268,7 +268,7 @@ class LocalCA(RootCert):
         if now >= self.cert.not_valid_after_utc:
             raise CAError(
                 f"{where} expired on {self.cert.not_valid_after_utc:%Y-%m-%d}",
-                "move the CA folder away (and run 'devtls uninstall' first) to start a new CA",
+                "run 'devtls ca rotate' for a new root (trusted where this one was)",
             )
         if now < self.cert.not_valid_before_utc:
             raise CAError(

@@ -107,6 +107,11 @@ def archives(root: Path) -> list[Path]:
     return [root / name for _, _, name in sorted(found)]
 
 
+def old_archives(root: Path, current: x509.Certificate) -> list[Path]:
+    """``archives`` without copies of the current root (left by a rotation that failed)."""
+    return [path for path in archives(root) if _read_cert(path) != current]
+
+
 def archive_path(root: Path, day: str) -> Path:
     """``rootCA-YYYYMMDD.pem``, else ``-2``, ``-3``... when rotated more than once that day."""
     for index in range(1, MAX_ARCHIVES_PER_DAY + 1):

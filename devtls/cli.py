@@ -309,6 +309,11 @@ def status(
         )
     limits = report["name_constraints"]
     typer.echo(f"names:       {', '.join(limits) if limits else 'any (no name constraints)'}")
+    if report["old_roots"]:
+        typer.echo(
+            f"old roots:   {', '.join(report['old_roots'])} (trusted until "
+            "'devtls uninstall --old')"
+        )
     for name, entry in report["stores"].items():
         typer.echo(f"{name + ':':12} {entry['state']} ({entry['detail']})")
 

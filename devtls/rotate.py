@@ -55,25 +55,29 @@ def rotate(caroot: Path | None = None, *, now: dt.datetime | None = None) -> Rot
             label=f"{now:%Y-%m-%d %H:%M}",
         )
         archive = castaging.archive_path(root, f"{now:%Y%m%d}")
-        _write(archive, old.cert_pem(), _files.PUBLIC_MODE)
         cert_staged = castaging.staged(root, CERT_FILE)
         key_staged = castaging.staged(root, KEY_FILE)
-        _write(key_staged, new.key_pem(), _files.SECRET_MODE)
-        _write(cert_staged, new.cert_pem(), _files.PUBLIC_MODE)
         # The store tools import the new root from its staged file until it is renamed.
         staged_ca = LocalCA(new.cert, new.key, root, cert_path=cert_staged)
-        outcomes = [apply_to_store(store, staged_ca, "install") for store in trusted]
-        failed = [o for o in outcomes if o.failed]
-        if failed:
-            for store in trusted:  # back to where it was: the old root alone
+        try:
+            _write(archive, old.cert_pem(), _files.PUBLIC_MODE)
+            _write(key_staged, new.key_pem(), _files.SECRET_MODE)
+            _write(cert_staged, new.cert_pem(), _files.PUBLIC_MODE)
+            outcomes = [apply_to_store(store, staged_ca, "install") for store in trusted]
+            failed = [o for o in outcomes if o.failed]
+            if failed:
+                raise TrustStoreError(
+                    f"the root was not rotated: {failed[0].store}: {failed[0].detail}",
+                    "fix that store (or leave it out with TRUST_STORES) and run "
+                    "'devtls ca rotate' again",
+                )
+        except BaseException:
+            # Back to where it was: the old root alone, in the folder and in the stores.
+            for store in trusted:
                 apply_to_store(store, staged_ca, "uninstall")
             for path in (cert_staged, key_staged, archive):
                 path.unlink(missing_ok=True)
-            raise TrustStoreError(
-                f"the root was not rotated: {failed[0].store}: {failed[0].detail}",
-                "fix that store (or leave it out with TRUST_STORES) and run 'devtls ca rotate' "
-                "again",
-            )
+            raise
         try:
             os.replace(key_staged, root / KEY_FILE)
             os.replace(cert_staged, root / CERT_FILE)
@@ -136,15 +140,14 @@ def old_roots(caroot: Path | None = None) -> list[RootCert]:
     root = caroot or resolve_caroot()
     current = LocalCA.load(root)
     found: list[RootCert] = []
-    for path in castaging.archives(root):
+    for path in castaging.old_archives(root, current.cert):
         try:
             cert = x509.load_pem_x509_certificate(path.read_bytes())
         except (OSError, ValueError):
             raise CAError(
                 f"{path} is not a PEM certificate", "delete it if it is not a root you trust"
             ) from None
-        if cert != current.cert:
-            found.append(RootCert(cert, root, path))
+        found.append(RootCert(cert, root, path))
     return found
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devtls import _files
+from devtls import _files, castaging
 from devtls.ca import CERT_FILE, LocalCA, RootCert, resolve_caroot
 from devtls.constraints import NameConstraints
 from devtls.errors import CAError, DevtlsError, UsageError
@@ -180,6 +180,8 @@ def status(caroot: Path | None = None) -> dict[str, Any]:
         "expiry_warning": expiry_problem(ca.not_after, ROOT_WARN_DAYS),
         # None: unconstrained (mkcert's kind); else the permitted names and ranges.
         "name_constraints": constraints.entries() if constraints is not None else None,
+        # Roots replaced by 'devtls ca rotate', still trusted until 'devtls uninstall --old'.
+        "old_roots": [p.name for p in castaging.old_archives(ca.path or Path(), ca.cert)],
         "stores": stores,
     }
 

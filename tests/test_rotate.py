@@ -121,6 +121,11 @@ def test_rotate_keeps_mkcert_layout_key_type_and_constraints(
     rotate(caroot, now=dt.datetime(2031, 5, 6, 9, 0, tzinfo=dt.timezone.utc))
     assert (caroot / "rootCA-20310506-2.pem").read_bytes() == new.cert_pem()
     assert [r.cert for r in old_roots(caroot)] == [old.cert, new.cert]
+    report = devtls("status", "--json", env={**no_stores, "CAROOT": str(caroot)})
+    assert json.loads(report.stdout)["old_roots"] == [
+        "rootCA-20310506.pem",
+        "rootCA-20310506-2.pem",
+    ]
 
 
 def test_rotate_without_a_ca_is_one_line(tmp_path: Path, no_stores: dict[str, str]) -> None:
@@ -206,22 +211,28 @@ def served_issuer(port: int, server_name: str) -> x509.Name:
     return x509.load_der_x509_certificate(der).issuer
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_running_serve_mints_from_the_new_root_after_rotate(
-    tmp_path: Path, no_stores: dict[str, str]
+    tmp_path: Path, no_stores: dict[str, str], workers: str
 ) -> None:
     caroot = tmp_path / "ca"
     old, _ = LocalCA.load_or_create(caroot)
     port = free_port()
-    with serving("--listen", f"127.0.0.1:{port}", caroot=caroot) as (process, _lines):
+    args = ("--listen", f"127.0.0.1:{port}", "--workers", workers)
+    with serving(*args, caroot=caroot) as (process, _lines):
         assert served_issuer(port, "localhost") == old.cert.subject
         assert served_issuer(port, "app.localhost") == old.cert.subject  # minted on demand
         result = devtls("ca", "rotate", env={**no_stores, "CAROOT": str(caroot)})
         assert result.returncode == 0, result.stderr
         new = LocalCA.load(caroot)
-        assert wait_for(lambda: served_issuer(port, "localhost") == new.cert.subject, 15)
-        # The cached leaf of the old root is forgotten: minted again, from the new root.
-        assert served_issuer(port, "app.localhost") == new.cert.subject
-        assert served_issuer(port, "other.localhost") == new.cert.subject
+        assert wait_for(
+            lambda: all(served_issuer(port, "localhost") == new.cert.subject for _ in range(6)),
+            15,
+        )
+        # Every worker switched (connections spread over them), and the cached leaf of the old
+        # root is forgotten: minted again, from the new root.
+        for name in ("localhost", "app.localhost", "other.localhost") * 4:
+            assert served_issuer(port, name) == new.cert.subject, name
         assert process.poll() is None
         process.terminate()
         assert process.stdout is not None
@@ -305,3 +316,60 @@ def test_concurrent_loads_wait_for_a_rotation(tmp_path: Path, no_stores: dict[st
         stop.set()
         reader.join(60)
     assert errors == []
+
+
+class BrokenStore:
+    """Trusts the old root, cannot take a new one (a store whose tool fails)."""
+
+    name = "java"
+
+    def available(self) -> object:
+        from devtls.truststores.base import Availability
+
+        return Availability(True, "a test store")
+
+    def is_installed(self, ca: object) -> bool:
+        return True
+
+    def plan_install(self, ca: object) -> list[str]:
+        return ["keytool -importcert ..."]
+
+    def install(self, ca: object) -> None:
+        from devtls.errors import TrustStoreError
+
+        raise TrustStoreError("keytool -importcert failed: keystore was tampered with")
+
+    def plan_uninstall(self, ca: object) -> list[str]:
+        return []
+
+    def uninstall(self, ca: object) -> None:
+        pass
+
+
+def test_a_store_that_fails_leaves_everything_as_it_was(
+    tmp_path: Path, no_stores: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from devtls import rotate as rotation
+    from devtls.errors import TrustStoreError
+    from devtls.truststores.nss import NSSStore
+    from tests.truststores.test_nss_java import new_nss_db
+
+    home = Path(no_stores["HOME"])
+    new_nss_db(home / ".pki" / "nssdb")
+    caroot = tmp_path / "ca"
+    old, _ = LocalCA.load_or_create(caroot)
+    nss = NSSStore(home=home)
+    nss.install(old)
+    monkeypatch.setattr(rotation, "select", lambda _requested: [nss, BrokenStore()])
+    before = {p.name: p.read_bytes() for p in caroot.iterdir()}
+    listing_before = nss.databases()
+    with pytest.raises(TrustStoreError) as info:
+        rotation.rotate(caroot)
+    assert str(info.value).startswith("the root was not rotated: java: keytool -importcert failed")
+    assert {p.name: p.read_bytes() for p in caroot.iterdir()} == before
+    assert nss.databases() == listing_before
+    assert nss.is_installed(old)
+    from tests.truststores.test_nss_java import nss_listing
+
+    # Only the old root is left in NSS: the new one it got was taken out again.
+    assert nss_listing(home / ".pki" / "nssdb").count("devtls development CA") == 1
