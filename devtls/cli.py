@@ -263,8 +263,7 @@ app.add_typer(ca_app, name="ca")
 @ca_app.command("rotate")
 @reports_errors
 def ca_rotate() -> None:
-    """Replace the root; trust it where the old one is trusted; keep the old one until
-    'devtls uninstall --old'."""
+    """Replace the root; trust moves to it; the old one stays until 'uninstall --old'."""
     from devtls.rotate import rotate
 
     done = rotate()
