@@ -91,8 +91,14 @@ def recover(root: Path) -> None:
     """
     if not pending(root):
         return
-    with _files.locked_dir(root):
-        done = finish_interrupted(root)
+    try:
+        with _files.locked_dir(root):
+            done = finish_interrupted(root)
+    except OSError as exc:
+        raise CAError(
+            f"cannot open {root} to finish an interrupted 'devtls ca rotate': {exc.strerror}",
+            "run the command again as the CA folder's owner",
+        ) from None
     if done is not None:
         log.warning("%s in %s", done, root)
 

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from devtls import _files, castaging
 from devtls.ca import CERT_FILE, KEY_FILE, LocalCA, RootCert, resolve_caroot
 from devtls.errors import CAError, DevtlsError, TrustStoreError
-from devtls.trust import StoreOutcome, apply_to_store
+from devtls.trust import StoreOutcome, apply_to_store, refresh_bundle
 from devtls.truststores import TrustStore, select
 
 
@@ -88,6 +88,7 @@ def rotate(caroot: Path | None = None, *, now: dt.datetime | None = None) -> Rot
                 "run 'devtls status': the next command finishes or undoes the rotation",
             ) from None
     new.path = root
+    refresh_bundle(new)  # devtls env's bundle: the new root beside the old ones
     return Rotation(RootCert(old.cert, root, archive), new, outcomes, untouched)
 
 
@@ -170,4 +171,6 @@ def uninstall_old(
         if delete:
             old.cert_path.unlink(missing_ok=True)
         retired.append(Retired(old.cert_path, outcomes, delete))
+    if any(r.deleted for r in retired):
+        refresh_bundle(LocalCA.load(caroot))
     return retired

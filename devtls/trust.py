@@ -252,8 +252,11 @@ def write_bundle(ca: LocalCA) -> Path:
     assert ca.path is not None
     bundle = ca.path / BUNDLE_FILE
     roots = system_roots()
-    root_pem = ca.cert_pem()
-    content = roots if root_pem.strip() in roots else roots.rstrip(b"\n") + b"\n" + root_pem
+    content = roots
+    # The roots 'devtls ca rotate' replaced stay trusted here too, until 'uninstall --old'.
+    for root_pem in [ca.cert_pem(), *_old_root_pems(ca)]:
+        if root_pem.strip() not in content:
+            content = content.rstrip(b"\n") + b"\n" + root_pem
     try:
         current = bundle.read_bytes()
     except OSError:
@@ -261,6 +264,22 @@ def write_bundle(ca: LocalCA) -> Path:
     if current != content:
         _files.write_atomic(bundle, content, _files.PUBLIC_MODE)
     return bundle
+
+
+def _old_root_pems(ca: LocalCA) -> list[bytes]:
+    assert ca.path is not None
+    pems = []
+    for path in castaging.old_archives(ca.path, ca.cert):
+        with contextlib.suppress(OSError):
+            pems.append(path.read_bytes())
+    return pems
+
+
+def refresh_bundle(ca: LocalCA) -> None:
+    """Rewrite the bundle if ``devtls env`` made one: the roots it holds changed."""
+    assert ca.path is not None
+    if (ca.path / BUNDLE_FILE).exists():
+        write_bundle(ca)
 
 
 def env_lines(shell: str | None = None, caroot: Path | None = None) -> list[str]:

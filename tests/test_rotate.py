@@ -373,3 +373,23 @@ def test_a_store_that_fails_leaves_everything_as_it_was(
 
     # Only the old root is left in NSS: the new one it got was taken out again.
     assert nss_listing(home / ".pki" / "nssdb").count("devtls development CA") == 1
+
+
+def test_the_env_bundle_holds_the_new_root_and_the_old_until_uninstall_old(
+    tmp_path: Path, no_stores: dict[str, str]
+) -> None:
+    from devtls.trust import BUNDLE_FILE, env_variables
+
+    caroot = tmp_path / "ca"
+    old, _ = LocalCA.load_or_create(caroot)
+    bundle = Path(env_variables(old)["SSL_CERT_FILE"])
+    rotate(caroot)
+    new = LocalCA.load(caroot)
+    content = bundle.read_bytes()
+    assert old.cert_pem().strip() in content
+    assert new.cert_pem().strip() in content
+    result = devtls("uninstall", "--old", env={**no_stores, "CAROOT": str(caroot)})
+    assert result.returncode == 0, result.stderr
+    content = (caroot / BUNDLE_FILE).read_bytes()
+    assert old.cert_pem().strip() not in content
+    assert new.cert_pem().strip() in content
