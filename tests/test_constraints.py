@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import ssl
 import subprocess
 import sys
@@ -177,8 +178,6 @@ def test_an_existing_ca_is_refused_before_a_dry_run_too(tmp_path: Path) -> None:
 
 
 def _env(tmp_path: Path, caroot: Path) -> dict[str, str]:
-    import os
-
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     # Only an NSS database in this test's HOME: no store of the machine is touched.
@@ -259,7 +258,9 @@ def two_leaves(constrained: LocalCA, tmp_path: Path) -> tuple[Path, Path]:
     return tmp_path / "inside.pem", tmp_path / "outside.pem"
 
 
-def test_openssl_verify(constrained_dir: Path, two_leaves: tuple[Path, Path]) -> None:
+def test_openssl_verify_accepts_inside_and_rejects_outside(
+    constrained_dir: Path, two_leaves: tuple[Path, Path]
+) -> None:
     openssl = require_tool("openssl")
     root = constrained_dir / CERT_FILE
     inside, outside = two_leaves
@@ -270,7 +271,9 @@ def test_openssl_verify(constrained_dir: Path, two_leaves: tuple[Path, Path]) ->
     assert "permitted subtree violation" in bad.stdout + bad.stderr
 
 
-def test_curl(constrained_dir: Path, two_leaves: tuple[Path, Path], tmp_path: Path) -> None:
+def test_curl_accepts_inside_and_rejects_outside(
+    constrained_dir: Path, two_leaves: tuple[Path, Path], tmp_path: Path
+) -> None:
     curl = require_tool("curl")
     root = constrained_dir / CERT_FILE
     for leaf, name, ok in ((two_leaves[0], INSIDE, True), (two_leaves[1], OUTSIDE, False)):
@@ -289,7 +292,9 @@ def test_curl(constrained_dir: Path, two_leaves: tuple[Path, Path], tmp_path: Pa
             assert "inside the constraints" not in result.stdout
 
 
-def test_chromium(constrained_dir: Path, two_leaves: tuple[Path, Path], tmp_path: Path) -> None:
+def test_chromium_accepts_inside_and_rejects_outside(
+    constrained_dir: Path, two_leaves: tuple[Path, Path], tmp_path: Path
+) -> None:
     from tests.proxy.cdp import chromium_page
 
     inside, outside = two_leaves
