@@ -180,6 +180,11 @@ def _publish(tmp: Path, path: Path, *, overwrite: bool) -> Path | None:
     return backup
 
 
+def fsync_dir(directory: Path) -> None:
+    """Make the renames in ``directory`` durable (they live in the folder, not the files)."""
+    _fsync_dir(directory)
+
+
 def _fsync_dir(directory: Path) -> None:
     if not hasattr(os, "O_DIRECTORY"):  # pragma: no cover - Windows has no directory fsync
         return

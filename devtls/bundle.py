@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
+from collections.abc import Sequence
 from pathlib import Path
 
 from devtls.ca import LocalCA
@@ -35,8 +36,10 @@ def system_roots() -> bytes:
     ).encode()
 
 
-def bundle_pem(ca: LocalCA) -> bytes:
-    """The system roots plus the devtls root (once), as PEM."""
-    roots = system_roots()
-    root_pem = ca.cert_pem()
-    return roots if root_pem.strip() in roots else roots.rstrip(b"\n") + b"\n" + root_pem
+def bundle_pem(ca: LocalCA, more_roots: Sequence[bytes] = ()) -> bytes:
+    """The system roots plus the devtls root and ``more_roots``, each once, as PEM."""
+    content = system_roots()
+    for root_pem in (ca.cert_pem(), *more_roots):
+        if root_pem.strip() not in content:
+            content = content.rstrip(b"\n") + b"\n" + root_pem
+    return content

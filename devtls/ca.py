@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from devtls import _files
+from devtls import _files, castaging
 from devtls._x509 import (
     MAX_COMMON_NAME,
     CAKey,
@@ -31,10 +31,11 @@ from devtls.errors import CAError
 if TYPE_CHECKING:
     import ssl
 
+    from devtls.constraints import NameConstraints
     from devtls.issue import LeafCert
 
-CERT_FILE = "rootCA.pem"
-KEY_FILE = "rootCA-key.pem"
+CERT_FILE = castaging.CERT_FILE
+KEY_FILE = castaging.KEY_FILE
 # The key type of mkcert's root, so every client that accepts an mkcert root accepts ours.
 CA_RSA_BITS = 3072
 CA_VALIDITY_YEARS = 10
@@ -50,34 +51,103 @@ def resolve_caroot() -> Path:
     return Path(platformdirs.user_data_dir("devtls", appauthor=False)).absolute()
 
 
-class LocalCA:
+class RootCert:
+    """A root certificate and where it is on disk: what a trust store needs (no key)."""
+
+    def __init__(
+        self, cert: x509.Certificate, path: Path | None = None, cert_path: Path | None = None
+    ) -> None:
+        self.cert = cert
+        self.path = path
+        self._cert_path = cert_path
+
+    @property
+    def cert_path(self) -> Path | None:
+        """The file store tools import: rootCA.pem, unless this root lives in another file."""
+        if self._cert_path is not None:
+            return self._cert_path
+        return self.path / CERT_FILE if self.path is not None else None
+
+    def cert_pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    @property
+    def fingerprint_sha256(self) -> str:
+        return self.cert.fingerprint(hashes.SHA256()).hex().upper()
+
+    @property
+    def subject(self) -> str:
+        return self.cert.subject.rfc4514_string()
+
+    @property
+    def serial_number(self) -> int:
+        return self.cert.serial_number
+
+    @property
+    def not_after(self) -> dt.datetime:
+        return self.cert.not_valid_after_utc
+
+    @property
+    def constraints(self) -> NameConstraints | None:
+        """The name constraints the root carries, None for an unconstrained (mkcert) root."""
+        from devtls.constraints import from_certificate
+
+        return from_certificate(self.cert)
+
+
+class LocalCA(RootCert):
     """A root CA that can sign leaves: its certificate, its key, and the folder it came from."""
 
-    def __init__(self, cert: x509.Certificate, key: CAKey, path: Path | None = None) -> None:
-        self.cert = cert
+    def __init__(
+        self,
+        cert: x509.Certificate,
+        key: CAKey,
+        path: Path | None = None,
+        cert_path: Path | None = None,
+    ) -> None:
+        super().__init__(cert, path, cert_path)
         self.key = key
-        self.path = path
 
     # -- construction -------------------------------------------------------------------
 
     @classmethod
-    def load(cls, path: Path | None = None) -> LocalCA:
-        """Load the CA in ``path`` (default: CAROOT); CAError names the file that is wrong."""
+    def load(cls, path: Path | None = None, *, recover: bool = True) -> LocalCA:
+        """Load the CA in ``path`` (default: CAROOT); CAError names the file that is wrong.
+
+        An interrupted ``devtls ca rotate`` is finished (or undone) first, unless ``recover``
+        is False (the rotation itself, which holds the folder's lock and did that already).
+        """
         root = path or resolve_caroot()
+        if recover:
+            castaging.recover(root)
         state = _folder_state(root)
         if state == "missing":
             raise CAError(f"no CA in {root}", "run 'devtls install' or 'devtls cert' to create one")
-        return _load_pair(root)
+        try:
+            return _load_pair(root)
+        except CAError:
+            if not recover:
+                raise
+            # Read while a rotation renamed the pair (the old certificate, the new key): once
+            # more, after it is done; a folder that is really broken fails the same way again.
+            castaging.recover(root)
+            return _load_pair(root)
 
     @classmethod
-    def load_or_create(cls, path: Path | None = None) -> tuple[LocalCA, bool]:
+    def load_or_create(
+        cls, path: Path | None = None, *, constraints: NameConstraints | None = None
+    ) -> tuple[LocalCA, bool]:
         """Load the CA in ``path``, creating it first if the folder holds none.
 
         Returns the CA and whether it was created now. Two processes racing here end
-        up with the same CA: creation happens under a lock on the folder.
+        up with the same CA: creation happens under a lock on the folder. ``constraints``
+        go into a CA created now; an existing CA is never changed (CAError instead).
         """
         root = path or resolve_caroot()
+        castaging.recover(root)
         if _folder_state(root) == "complete":
+            if constraints is not None:
+                raise _constrain_existing(root)
             return _load_pair(root), False
         try:
             _files.ensure_private_dir(root)
@@ -90,8 +160,10 @@ class LocalCA:
         _close_dir(_open_folder(root))
         with _files.locked_dir(root):
             if _folder_state(root) == "complete":
+                if constraints is not None:
+                    raise _constrain_existing(root)
                 return _load_pair(root), False
-            ca = cls.generate()
+            ca = cls.generate(constraints=constraints)
             ca.path = root
             try:
                 _files.write_new_pair(
@@ -112,15 +184,28 @@ class LocalCA:
             return ca, True
 
     @classmethod
-    def generate(cls, key_type: KeyType = "rsa", *, owner: str | None = None) -> LocalCA:
-        """A new root in memory, with the profile of mkcert's root (RSA 3072 unless asked)."""
+    def generate(
+        cls,
+        key_type: KeyType = "rsa",
+        *,
+        owner: str | None = None,
+        constraints: NameConstraints | None = None,
+        label: str = "",
+    ) -> LocalCA:
+        """A new root in memory, with the profile of mkcert's root (RSA 3072 unless asked).
+
+        ``constraints`` add a critical nameConstraints extension (RFC 5280 4.2.1.10).
+        ``label`` ends the common name: a rotated root gets a subject of its own, so the old
+        and the new one never share a subject (OpenSSL's hashed lookups, issuer matching).
+        """
         key: CAKey
         if key_type == "rsa":
             key = rsa.generate_private_key(public_exponent=65537, key_size=CA_RSA_BITS)
         else:
             key = ec.generate_private_key(ec.SECP256R1())
         owner = owner or user_and_host()
-        common_name = f"devtls {owner}"[:MAX_COMMON_NAME]
+        suffix = f" {label}" if label else ""
+        common_name = f"devtls {owner}"[: MAX_COMMON_NAME - len(suffix)] + suffix
         subject = x509.Name(
             [
                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, "devtls development CA"),
@@ -130,7 +215,7 @@ class LocalCA:
         )
         now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
         public_key = key.public_key()
-        cert = (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
             .issuer_name(subject)
@@ -155,9 +240,11 @@ class LocalCA:
                 critical=True,
             )
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-            .sign(key, signing_hash(key))
         )
-        return cls(cert, key)
+        if constraints is not None:
+            # Critical: a client that cannot enforce them must refuse the root, not ignore them.
+            builder = builder.add_extension(constraints.extension(), critical=True)
+        return cls(builder.sign(key, signing_hash(key)), key)
 
     @classmethod
     def ephemeral(cls, key_type: KeyType = "ecdsa") -> LocalCA:
@@ -165,9 +252,6 @@ class LocalCA:
         return cls.generate(key_type, owner="ephemeral")
 
     # -- what it is -----------------------------------------------------------------------
-
-    def cert_pem(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.PEM)
 
     def key_pem(self) -> bytes:
         """The key as unencrypted PKCS#8 PEM, the format mkcert writes and reads."""
@@ -177,22 +261,6 @@ class LocalCA:
             serialization.NoEncryption(),
         )
 
-    @property
-    def fingerprint_sha256(self) -> str:
-        return self.cert.fingerprint(hashes.SHA256()).hex().upper()
-
-    @property
-    def subject(self) -> str:
-        return self.cert.subject.rfc4514_string()
-
-    @property
-    def serial_number(self) -> int:
-        return self.cert.serial_number
-
-    @property
-    def not_after(self) -> dt.datetime:
-        return self.cert.not_valid_after_utc
-
     def check_usable(self, now: dt.datetime | None = None) -> None:
         """Raise CAError if the root cannot sign anything a client would accept today."""
         now = now or dt.datetime.now(dt.timezone.utc)
@@ -200,7 +268,7 @@ class LocalCA:
         if now >= self.cert.not_valid_after_utc:
             raise CAError(
                 f"{where} expired on {self.cert.not_valid_after_utc:%Y-%m-%d}",
-                "move the CA folder away (and run 'devtls uninstall' first) to start a new CA",
+                "run 'devtls ca rotate' for a new root (trusted where this one was)",
             )
         if now < self.cert.not_valid_before_utc:
             raise CAError(
@@ -239,6 +307,13 @@ class LocalCA:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
         context.load_verify_locations(cadata=self.cert_pem().decode("ascii"))
         return context
+
+
+def _constrain_existing(root: Path) -> CAError:
+    return CAError(
+        f"{root} already holds a CA; --constrain only applies to a new one (it was not changed)",
+        "run 'devtls uninstall' and move that folder away (or set CAROOT) to create a new CA",
+    )
 
 
 def _add_years(moment: dt.datetime, years: int) -> dt.datetime:

@@ -169,7 +169,7 @@ StoreOption = Annotated[
 ]
 
 
-def _report(outcomes: list["StoreOutcome"]) -> None:
+def _report(outcomes: list["StoreOutcome"], *, fail: bool = True) -> None:
     for outcome in outcomes:
         line = f"{outcome.store}: {outcome.action}" + (
             f" ({outcome.detail})" if outcome.detail else ""
@@ -181,7 +181,7 @@ def _report(outcomes: list["StoreOutcome"]) -> None:
         if outcome.action == "would run":
             for step in outcome.steps:
                 typer.echo(f"  {step}")
-    if any(o.failed for o in outcomes):
+    if fail and any(o.failed for o in outcomes):
         raise typer.Exit(1)
 
 
@@ -192,14 +192,28 @@ def install(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the exact commands and changes only.")
     ] = False,
+    constrain: Annotated[
+        str | None,
+        typer.Option(
+            "--constrain",
+            metavar="NAME,...",
+            help="Create the new CA limited to these names and CIDR ranges "
+            "(e.g. localhost,.localhost,.test,127.0.0.0/8,::1/128); only when no CA exists.",
+        ),
+    ] = None,
 ) -> None:
     """Create the CA if missing and make the OS, browsers (NSS) and Java trust it."""
     from devtls import trust
+    from devtls.constraints import parse_constraints
 
-    ca, created, outcomes = trust.install(tuple(store or ()), dry_run=dry_run)
+    constraints = parse_constraints(constrain) if constrain is not None else None
+    ca, created, outcomes = trust.install(
+        tuple(store or ()), dry_run=dry_run, constraints=constraints
+    )
     if created:
         verb = "would create" if dry_run else "created"
-        typer.echo(f"{verb} a new local CA in {ca.path}")
+        limited = f", limited to {constraints}" if constraints is not None else ""
+        typer.echo(f"{verb} a new local CA in {ca.path}{limited}")
     _report(outcomes)
 
 
@@ -210,11 +224,63 @@ def uninstall(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the exact commands and changes only.")
     ] = False,
+    old: Annotated[
+        bool,
+        typer.Option(
+            "--old",
+            help="Remove the roots 'devtls ca rotate' replaced (and their kept files) instead.",
+        ),
+    ] = False,
 ) -> None:
     """Remove the root from the trust stores (the CA files stay)."""
-    from devtls import trust
+    if not old:
+        from devtls import trust
 
-    _report(trust.uninstall(tuple(store or ()), dry_run=dry_run))
+        _report(trust.uninstall(tuple(store or ()), dry_run=dry_run))
+        return
+    from devtls.rotate import uninstall_old
+
+    retired = uninstall_old(tuple(store or ()), dry_run=dry_run)
+    if not retired:
+        typer.echo("no old roots to remove")
+    outcomes = []
+    for entry in retired:
+        typer.echo(f"{entry.archive.name}:")
+        outcomes += entry.outcomes
+        _report(entry.outcomes, fail=False)
+        if entry.deleted:
+            typer.echo(f"deleted {entry.archive}")
+    if any(o.failed for o in outcomes):
+        raise typer.Exit(1)
+
+
+ca_app = typer.Typer(
+    help="The local CA's lifecycle: replace its root.", no_args_is_help=True, add_completion=False
+)
+app.add_typer(ca_app, name="ca")
+
+
+@ca_app.command("rotate")
+@reports_errors
+def ca_rotate() -> None:
+    """Replace the root; trust moves to it; the old one stays until 'uninstall --old'."""
+    from devtls.rotate import rotate
+
+    done = rotate()
+    assert done.old.cert_path is not None
+    typer.echo(
+        f"rotated the root in {done.new.path}: the new one (SHA-256 {done.new.fingerprint_sha256}, "
+        f"valid until {done.new.not_after:%Y-%m-%d}) is rootCA.pem; the old one is kept as "
+        f"{done.old.cert_path.name}"
+    )
+    for outcome in done.outcomes:
+        typer.echo(
+            f"{outcome.store}: {outcome.action} the new root; the old one stays trusted until "
+            "'devtls uninstall --old'"
+        )
+    for outcome in done.untouched:
+        typer.echo(f"{outcome.store}: not changed ({outcome.detail})")
+    typer.echo("New leaves come from the new root; a running 'devtls serve' switches by itself.")
 
 
 @app.command()
@@ -235,6 +301,18 @@ def status(
     typer.echo(f"subject:     {report['subject']}")
     typer.echo(f"SHA-256:     {report['fingerprint_sha256']}")
     typer.echo(f"expires:     {report['not_after']}")
+    if report["expiry_warning"]:
+        typer.echo(
+            f"devtls: warning: the root {report['expiry_warning']}; run 'devtls ca rotate'",
+            err=True,
+        )
+    limits = report["name_constraints"]
+    typer.echo(f"names:       {', '.join(limits) if limits else 'any (no name constraints)'}")
+    if report["old_roots"]:
+        typer.echo(
+            f"old roots:   {', '.join(report['old_roots'])} (trusted until "
+            "'devtls uninstall --old')"
+        )
     for name, entry in report["stores"].items():
         typer.echo(f"{name + ':':12} {entry['state']} ({entry['detail']})")
 

@@ -155,6 +155,8 @@ class AcmeSettings:
     http: Address = field(default_factory=lambda: Address("", 80))
     key_type: Literal["rsa", "ecdsa"] = BY_FIELD["acme_key_type"].default
     cache: Path | None = None
+    # The roots the ACME server's TLS must chain to; None: the OS roots plus the devtls root.
+    ca_root: Path | None = None
     challenge: Literal["http-01", "tls-alpn-01"] = BY_FIELD["acme_challenge"].default
     # Renew when this fraction of the lifetime has passed (Let's Encrypt advises two thirds).
     renew_fraction: float = BY_FIELD["acme_renew_fraction"].default
@@ -558,6 +560,27 @@ def _check_workers(workers: int) -> None:
         )
 
 
+def check_ca_root_file(path: Path) -> int:
+    """How many certificates the --acme-ca-root file holds; ConfigError if none or unreadable."""
+    from cryptography import x509
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"--acme-ca-root {path}: cannot read it ({exc.strerror})",
+            "give the PEM file of the ACME CA's root (step-ca: $(step path)/certs/root_ca.crt)",
+        ) from None
+    try:
+        roots = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise ConfigError(
+            f"--acme-ca-root {path} holds no PEM certificate",
+            "give the ACME CA's root as PEM (-----BEGIN CERTIFICATE-----)",
+        ) from None
+    return len(roots)
+
+
 def _acme_settings(values: dict[str, Any], config: ServeConfig) -> AcmeSettings:
     directory = str(values["acme_directory"])
     if directory == "staging":
@@ -596,6 +619,9 @@ def _acme_settings(values: dict[str, Any], config: ServeConfig) -> AcmeSettings:
     if not 0 <= renew_fraction < 1 or check_interval <= 0:
         raise ConfigError("acme renew_fraction must be in [0, 1) and check_interval positive")
     email = values["acme_email"]
+    ca_root = values["acme_ca_root"]
+    if ca_root is not None:
+        check_ca_root_file(Path(ca_root))
     return AcmeSettings(
         directory=directory,
         hosts=hosts,
@@ -604,6 +630,7 @@ def _acme_settings(values: dict[str, Any], config: ServeConfig) -> AcmeSettings:
         http=http,
         key_type=key_type,  # type: ignore[arg-type] # checked above
         cache=Path(cache) if cache else None,
+        ca_root=Path(ca_root) if ca_root is not None else None,
         challenge=challenge,  # type: ignore[arg-type] # checked above
         renew_fraction=renew_fraction,
         check_interval=check_interval,

@@ -364,6 +364,10 @@ def _sign(
     client: bool,
     validity: tuple[dt.datetime, dt.datetime],
 ) -> x509.Certificate:
+    constraints = ca.constraints
+    if constraints is not None:
+        # Before signing: a leaf the root's own constraints forbid is refused by every client.
+        constraints.check(names)
     start, end = validity
     usages = []
     if any(n.kind is not NameKind.EMAIL for n in names):

@@ -271,6 +271,16 @@ SETTINGS: tuple[Setting, ...] = (
         default_text="user cache dir",
     ),
     Setting(
+        "acme_ca_root",
+        "Trust this root (PEM, may hold several) for the ACME server's own TLS.",
+        "--acme-ca-root",
+        kind="path",
+        metavar="FILE",
+        toml="ca_root",
+        table="acme",
+        default_text="OS store + devtls root",
+    ),
+    Setting(
         "acme_challenge",
         "Challenge to answer.",
         "--acme-challenge",

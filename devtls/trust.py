@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devtls import _files
+from devtls import _files, castaging
 from devtls.bundle import bundle_pem
-from devtls.ca import CERT_FILE, LocalCA, resolve_caroot
-from devtls.errors import DevtlsError, UsageError
+from devtls.ca import CERT_FILE, LocalCA, RootCert, resolve_caroot
+from devtls.constraints import NameConstraints
+from devtls.errors import CAError, DevtlsError, UsageError
+from devtls.expiry import ROOT_WARN_DAYS, expiry_problem
 from devtls.truststores import TrustStore, select
 
 BUNDLE_FILE = "devtls-bundle.pem"
@@ -38,18 +40,36 @@ def _explicit(requested: tuple[str, ...]) -> bool:
 
 
 def install(
-    requested: tuple[str, ...] = (), *, dry_run: bool = False, caroot: Path | None = None
+    requested: tuple[str, ...] = (),
+    *,
+    dry_run: bool = False,
+    caroot: Path | None = None,
+    constraints: NameConstraints | None = None,
 ) -> tuple[LocalCA, bool, list[StoreOutcome]]:
-    """Create the CA if needed and make every selected store trust it."""
+    """Create the CA if needed (with ``constraints``: only a new one) and make every selected
+    store trust it."""
     stores = select(requested)
     if not dry_run:
-        ca, created = LocalCA.load_or_create(caroot)
+        ca, created = LocalCA.load_or_create(caroot, constraints=constraints)
     elif _has_ca(caroot):
+        if constraints is not None:
+            root = caroot or resolve_caroot()
+            raise CAError(
+                f"{root} already holds a CA; --constrain only applies to a new one",
+                "run 'devtls uninstall' and move that folder away (or set CAROOT) first",
+            )
         ca, created = LocalCA.load(caroot), False
     else:
-        ca, created = _load_for_dry_run(caroot)
+        ca, created = _load_for_dry_run(caroot, constraints)
     explicit = _explicit(requested)
-    return ca, created, [_apply(store, ca, "install", dry_run, explicit) for store in stores]
+    return (
+        ca,
+        created,
+        [
+            apply_to_store(store, ca, "install", dry_run=dry_run, explicit=explicit)
+            for store in stores
+        ],
+    )
 
 
 def uninstall(
@@ -57,23 +77,35 @@ def uninstall(
 ) -> list[StoreOutcome]:
     """Take the root out of the selected stores; the CA files stay."""
     ca = LocalCA.load(caroot)
-    return [_apply(s, ca, "uninstall", dry_run, _explicit(requested)) for s in select(requested)]
+    explicit = _explicit(requested)
+    return [
+        apply_to_store(s, ca, "uninstall", dry_run=dry_run, explicit=explicit)
+        for s in select(requested)
+    ]
 
 
 def _has_ca(caroot: Path | None) -> bool:
     return ((caroot or resolve_caroot()) / CERT_FILE).exists()
 
 
-def _load_for_dry_run(caroot: Path | None) -> tuple[LocalCA, bool]:
+def _load_for_dry_run(
+    caroot: Path | None, constraints: NameConstraints | None
+) -> tuple[LocalCA, bool]:
     # A dry run writes nothing, not even a new CA: plan with a throwaway one in its place.
-    ca = LocalCA.generate()
+    ca = LocalCA.generate(constraints=constraints)
     ca.path = caroot or resolve_caroot()
     return ca, True
 
 
-def _apply(
-    store: TrustStore, ca: LocalCA, action: str, dry_run: bool, explicit: bool
+def apply_to_store(
+    store: TrustStore,
+    ca: RootCert,
+    action: str,
+    *,
+    dry_run: bool = False,
+    explicit: bool = False,
 ) -> StoreOutcome:
+    """Install or uninstall ``ca`` in one store; a failure is an outcome, never raised."""
     availability = store.available()
     if not availability.available:
         return StoreOutcome(store.name, "failed" if explicit else "skipped", availability.reason)
@@ -130,11 +162,18 @@ def status(caroot: Path | None = None) -> dict[str, Any]:
             if missing:
                 detail = f"missing from {', '.join(missing)}"
         stores[store.name] = {"state": "trusted" if installed else "not trusted", "detail": detail}
+    constraints = ca.constraints
     return {
         "caroot": str(ca.path),
         "subject": ca.subject,
         "fingerprint_sha256": ca.fingerprint_sha256,
         "not_after": ca.not_after.isoformat(),
+        # None: expires more than ROOT_WARN_DAYS from now.
+        "expiry_warning": expiry_problem(ca.not_after, ROOT_WARN_DAYS),
+        # None: unconstrained (mkcert's kind); else the permitted names and ranges.
+        "name_constraints": constraints.entries() if constraints is not None else None,
+        # Roots replaced by 'devtls ca rotate', still trusted until 'devtls uninstall --old'.
+        "old_roots": [p.name for p in castaging.old_archives(ca.path or Path(), ca.cert)],
         "stores": stores,
     }
 
@@ -191,7 +230,8 @@ def write_bundle(ca: LocalCA) -> Path:
     """System roots plus the devtls root, next to the CA; rewritten only when it changed."""
     assert ca.path is not None
     bundle = ca.path / BUNDLE_FILE
-    content = bundle_pem(ca)
+    # The roots 'devtls ca rotate' replaced stay trusted here too, until 'uninstall --old'.
+    content = bundle_pem(ca, _old_root_pems(ca))
     try:
         current = bundle.read_bytes()
     except OSError:
@@ -199,6 +239,22 @@ def write_bundle(ca: LocalCA) -> Path:
     if current != content:
         _files.write_atomic(bundle, content, _files.PUBLIC_MODE)
     return bundle
+
+
+def _old_root_pems(ca: LocalCA) -> list[bytes]:
+    assert ca.path is not None
+    pems = []
+    for path in castaging.old_archives(ca.path, ca.cert):
+        with contextlib.suppress(OSError):
+            pems.append(path.read_bytes())
+    return pems
+
+
+def refresh_bundle(ca: LocalCA) -> None:
+    """Rewrite the bundle if ``devtls env`` made one: the roots it holds changed."""
+    assert ca.path is not None
+    if (ca.path / BUNDLE_FILE).exists():
+        write_bundle(ca)
 
 
 def env_lines(shell: str | None = None, caroot: Path | None = None) -> list[str]:

@@ -32,6 +32,8 @@ CORE = {
     "expiry",
     "lan",
     "proxy.onboarding",
+    "constraints",
+    "castaging",
 }
 FORBIDDEN_IN_CORE = {"asyncio", "typer", "rich", "click"}
 

@@ -73,3 +73,21 @@ def test_same_default_file_names_as_mkcert(tmp_path: Path) -> None:
     finally:
         os.chdir(cwd)
     assert sorted(p.name for p in dev_dir.iterdir()) == sorted(p.name for p in mk_dir.iterdir())
+
+
+def test_mkcert_reads_a_constrained_root_and_its_outside_leaves_fail(
+    caroot: Path, chdir_tmp: Path
+) -> None:
+    """mkcert uses the constrained CA as any other; it does not check the constraints, so a
+    leaf it makes for a name outside is one every verifier rejects."""
+    from devtls.constraints import parse_constraints
+
+    LocalCA.load_or_create(constraints=parse_constraints("localhost,.test,127.0.0.0/8"))
+    mkcert(caroot, "a.test", "127.0.0.1", cwd=chdir_tmp)
+    assert openssl_verify(caroot / CERT_FILE, chdir_tmp / "a.test+1.pem").strip().endswith(": OK")
+    mkcert(caroot, "a.example", cwd=chdir_tmp)
+    openssl = require_tool("openssl")
+    refused = run(openssl, "verify", "-CAfile", caroot / CERT_FILE, chdir_tmp / "a.example.pem",
+                  check=False)  # fmt: skip
+    assert refused.returncode != 0
+    assert "permitted subtree violation" in refused.stdout + refused.stderr

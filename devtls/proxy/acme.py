@@ -240,9 +240,12 @@ class AcmeManager:
         """The directory, the terms check, and the account (cached, else registered now)."""
         from acme import client, errors, messages
 
-        directory = self._retry(
-            lambda: client.ClientV2.get_directory(self.settings.directory, net), "directory"
-        )
+        try:
+            directory = self._retry(
+                lambda: client.ClientV2.get_directory(self.settings.directory, net), "directory"
+            )
+        except OSError as exc:
+            raise self._unreachable(exc) from None
         terms = directory.meta.terms_of_service
         if not self.settings.agree_tos:
             raise ConfigError(
@@ -264,6 +267,26 @@ class AcmeManager:
             net.account = regr
             _files.write_atomic(account_file, regr.json_dumps().encode(), _files.SECRET_MODE)
         return acme
+
+    def _unreachable(self, exc: OSError) -> DevtlsError:
+        """One line for a directory that cannot be fetched, saying which roots were used."""
+        directory = self.settings.directory
+        if _verify_failed(exc):
+            roots = (
+                f"the roots in {self.settings.ca_root}"
+                if self.settings.ca_root is not None
+                else "the OS roots and the devtls root"
+            )
+            return DevtlsError(
+                f"the ACME directory {directory} has a TLS certificate that does not verify "
+                f"with {roots}",
+                "for a private ACME CA (step-ca, Pebble, another devtls) give its root with "
+                "--acme-ca-root FILE",
+            )
+        return DevtlsError(
+            f"cannot reach the ACME directory {directory}: {_reason(exc)}",
+            "check --acme-directory and that the ACME server runs",
+        )
 
     def _retry(self, call: Callable[[], T], what: str) -> T:
         from acme import messages
@@ -453,3 +476,24 @@ def check_installed() -> None:
             f"--acme needs the {missing!r} package, which is not installed",
             "run: pip install 'devtls[acme]'",
         ) from None
+
+
+def _verify_failed(exc: BaseException) -> bool:
+    """Whether a requests error comes from certificate verification (its causes and args)."""
+    seen: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo and len(seen) < 16:  # the chain is short; the bound is for a cyclic one
+        current = todo.pop()
+        seen.append(current)
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return True
+        todo += [a for a in current.args if isinstance(a, BaseException)]
+        for nested in (current.__cause__, current.__context__, getattr(current, "reason", None)):
+            if isinstance(nested, BaseException) and nested not in seen:
+                todo.append(nested)
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."

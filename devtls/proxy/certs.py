@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Protocol
 
 from devtls.ca import LocalCA
+from devtls.constraints import within
 from devtls.errors import ConfigError, UsageError
 from devtls.issue import LeafCert, issue_leaf, server_tls_context
 from devtls.names import Name, NameKind, parse_name
 from devtls.proxy.clienthello import ClientHello
 from devtls.proxy.flow import Transport
+from devtls.serve_settings import DEFAULT_NAMES
 
 log = logging.getLogger("devtls")
 
@@ -131,6 +133,8 @@ class CertificateSource:
         self._alpn = alpn
         self._write_log = write_log
         self._budget = MintBudget(mint_per_minute, clock)
+        # Names outside the root's constraints: said once a minute, not per handshake.
+        self._refusals = MintBudget(1, clock)
         self._minted: OrderedDict[str, ssl.SSLContext] = OrderedDict()
         # One mint per name at a time: handshakes for a name being minted share its future.
         self._pending: dict[str, asyncio.Future[ssl.SSLContext | None]] = {}
@@ -140,6 +144,9 @@ class CertificateSource:
         self.default_context: ssl.SSLContext
         self._exact: set[str] = set()
         self._wildcards: set[str] = set()
+        self._names: tuple[str, ...] = names
+        # Grows when the CA is replaced: a leaf minted from the old root is not cached.
+        self._ca_epoch = 0
         if leaf is not None:
             self.leaf = leaf
             self.default_context = self._finish(leaf.server_context())
@@ -151,8 +158,16 @@ class CertificateSource:
             self.reissue(names)
 
     def reissue(self, names: tuple[str, ...]) -> None:
-        """A new default leaf from the CA for ``names``, for the handshakes from now on."""
+        """A new default leaf from the CA for ``names``, for the handshakes from now on.
+
+        Under a name-constrained root, the built-in default names outside its constraints
+        (127.0.0.1 under a DNS-only root) are left out; a name asked for is an IssueError.
+        """
         assert self._ca is not None
+        self._names = names
+        constraints = self._ca.constraints
+        if constraints is not None:
+            names = tuple(n for n in names if n not in DEFAULT_NAMES or within(constraints, n))
         wanted = list(names) + [n for n in self.extra_names if n not in names]
         leaf = issue_leaf(self._ca, wanted, key_type="ecdsa")
         context = self._finish(leaf.server_context())
@@ -161,6 +176,15 @@ class CertificateSource:
         self._exact = {p for p in self.covered if p and not p.startswith("*.")}
         self._wildcards = {p[2:] for p in self.covered if p.startswith("*.")}
         self.default_context = context
+
+    def use_ca(self, ca: LocalCA) -> None:
+        """Sign with ``ca`` from now on (``devtls ca rotate`` replaced the root): a new default
+        leaf, and the minted ones forgotten. Open connections keep the leaf they have."""
+        self._ca = ca
+        self._ca_epoch += 1
+        self._minted.clear()
+        self._pending.clear()  # handshakes waiting on them still get theirs
+        self.reissue(self._names)
 
     def reload_files(self) -> None:
         """Load the --cert/--key files again; ConfigError (and the old pair kept) if unusable.
@@ -213,6 +237,15 @@ class CertificateSource:
             return None
         if name.kind is not NameKind.DNS:
             return None
+        assert self._ca is not None
+        constraints = self._ca.constraints
+        if constraints is not None and not constraints.permits(name):
+            if self._write_log is not None and self._refusals.take():
+                self._write_log(
+                    f"not minting a certificate for {server_name}: outside the CA's name "
+                    f"constraints ({constraints}); it gets the default certificate"
+                )
+            return None
         if not self._budget.take():
             if self._write_log is not None and self._budget.should_log_refusal():
                 self._write_log(
@@ -225,7 +258,8 @@ class CertificateSource:
         # ECDSA P-256: about a millisecond to mint, in a worker thread so the loop goes on.
         future: asyncio.Future[ssl.SSLContext | None] = loop.run_in_executor(None, self._mint, name)
         self._pending[server_name] = future
-        future.add_done_callback(lambda done: self._minted_done(server_name, done))
+        epoch = self._ca_epoch
+        future.add_done_callback(lambda done: self._minted_done(server_name, done, epoch))
         return future
 
     def _mint(self, name: Name) -> ssl.SSLContext:
@@ -239,9 +273,12 @@ class CertificateSource:
             context.load_verify_locations(cadata=self._client_ca.cert_pem().decode("ascii"))
         return context
 
-    def _minted_done(self, server_name: str, future: asyncio.Future[ssl.SSLContext | None]) -> None:
+    def _minted_done(
+        self, server_name: str, future: asyncio.Future[ssl.SSLContext | None], epoch: int
+    ) -> None:
         # On the loop: the cache is only ever touched there.
-        del self._pending[server_name]
+        if self._pending.get(server_name) is future:
+            del self._pending[server_name]
         if future.cancelled():
             return
         exc = future.exception()
@@ -250,7 +287,7 @@ class CertificateSource:
                 self._write_log(f"minting a certificate for {server_name} failed: {exc}")
             return
         context = future.result()
-        if context is None:
+        if context is None or epoch != self._ca_epoch:
             return
         self._minted[server_name] = context
         if len(self._minted) > MAX_MINTED:

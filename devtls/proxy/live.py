@@ -2,7 +2,8 @@
 
 ``LiveRouter`` lives in the process that owns the control socket. It keeps the route table
 (the settings' routes plus those added over the socket), re-reads ``devtls.toml`` on SIGHUP
-and when the file changes, reloads the --cert/--key files when they change, and hands each
+and when the file changes, reloads the --cert/--key files when they change (and the CA when
+``devtls ca rotate`` replaced it), and hands each
 result to its own process and to the other workers as one Snapshot.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from devtls import control_protocol as cp
+from devtls.ca import CERT_FILE, KEY_FILE
 from devtls.config import DEFAULT_CONFIG_FILE, ServeConfig, ServeOptions, Upstream, build_config
 from devtls.errors import DevtlsError
 from devtls.proxy.control import ControlServer
@@ -120,6 +122,7 @@ class LiveRouter:
         self._config_seen = signature(self.config_path) if self.config_path else None
         certs = local.certs.files
         self._certs_seen = tuple(signature(p) for p in certs) if certs else ()
+        self._ca_seen = self._ca_signature()
         self._timer: asyncio.TimerHandle | None = None
 
     def _config_path(self) -> Path | None:
@@ -143,7 +146,7 @@ class LiveRouter:
             quiet=settings.quiet,
             limits=settings.limits,
         )
-        snapshot = Snapshot(config, self.local.cert_generation)
+        snapshot = Snapshot(config, self.local.cert_generation, self.local.ca_generation)
         self.local.apply(snapshot)
         if self.senders is not None:
             self.senders.send(snapshot)
@@ -257,6 +260,32 @@ class LiveRouter:
         self.write_log("devtls: reloaded the --cert/--key files")
         return True
 
+    def _ca_signature(self) -> tuple[FileSignature, ...]:
+        ca = self.local.ca
+        if ca is None or ca.path is None or self.local.certs.files is not None:
+            return ()
+        return (signature(ca.path / CERT_FILE), signature(ca.path / KEY_FILE))
+
+    def reload_ca(self) -> bool:
+        """The CA files changed (devtls ca rotate): sign with the new root from now on."""
+        try:
+            changed = self.local.reload_ca()
+        except DevtlsError as exc:
+            # Retried when the files change again (the second rename of a rotation, say).
+            self.write_log(f"devtls: the CA files changed but cannot be used yet: {exc}")
+            return False
+        if not changed:
+            return False
+        self.local.ca_generation += 1
+        self.publish()
+        ca = self.local.ca
+        assert ca is not None
+        self.write_log(
+            f"devtls: the CA's root changed: new certificates come from {ca.subject} "
+            f"(SHA-256 {ca.fingerprint_sha256[:16]}...)"
+        )
+        return True
+
     def start_watching(self) -> None:
         self._timer = asyncio.get_running_loop().call_later(self.poll_seconds, self._poll)
 
@@ -277,6 +306,11 @@ class LiveRouter:
             if seen_certs != self._certs_seen:
                 self._certs_seen = seen_certs
                 self.reload_certificates()
+        if self._ca_seen:
+            seen_ca = self._ca_signature()
+            if seen_ca != self._ca_seen:
+                self._ca_seen = seen_ca
+                self.reload_ca()
         self.start_watching()
 
 

@@ -29,6 +29,8 @@ class Snapshot:
 
     config: ServeConfig
     cert_generation: int = 0
+    # Grows each time the CA files were replaced (devtls ca rotate): load the CA again.
+    ca_generation: int = 0
 
 
 def needs_upstream_tls(config: ServeConfig) -> bool:
@@ -49,6 +51,7 @@ class LiveState:
         self.ca = ca
         self._make_upstream_tls = make_upstream_tls
         self.cert_generation = 0
+        self.ca_generation = 0
         # A route host may get a certificate minted on demand, whenever it was added.
         certs.may_mint = self.may_mint
 
@@ -69,11 +72,32 @@ class LiveState:
             # The owner read them first and said so if they were bad.
             with contextlib.suppress(DevtlsError):
                 self.reload_cert_files()
+        if snapshot.ca_generation > self.ca_generation:
+            self.ca_generation = snapshot.ca_generation
+            with contextlib.suppress(DevtlsError):  # the owner said so if it was unusable
+                self.reload_ca()
         if state.upstream_tls is None and needs_upstream_tls(config):
             state.upstream_tls = self._make_upstream_tls(self.ca)
         # Router first: a request between the two lines sees the new routes, old settings.
         state.router = Router(config.routes, config.upstream)
         state.config = config
+
+    def reload_ca(self) -> bool:
+        """Load the CA from its folder again; True if it is another root than the running one.
+
+        The new root signs every leaf from now on; https upstreams trust it as well as the
+        old one (whose leaves they may still serve).
+        """
+        if self.ca is None or self.ca.path is None or self.certs.files is not None:
+            return False
+        new = LocalCA.load(self.ca.path)
+        if new.cert == self.ca.cert:
+            return False
+        self.certs.use_ca(new)
+        if self.state.upstream_tls is not None:
+            self.state.upstream_tls.load_verify_locations(cadata=new.cert_pem().decode("ascii"))
+        self.ca = new
+        return True
 
     def reload_cert_files(self) -> None:
         if self.certs.files is not None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from devtls.ca import LocalCA
 from devtls.config import Address, ServeConfig, ServeOptions, Upstream
 from devtls.errors import DevtlsError, ProtocolError
+from devtls.expiry import ROOT_WARN_DAYS, expiry_problem
 from devtls.proxy import http1, workerlink
 from devtls.proxy.certs import CertificateSource
 from devtls.proxy.demo import start_demo_server
@@ -300,6 +301,14 @@ async def start(
             await lan.close()
         raise
     banner = _banner(banner_config, port)
+    if ca is not None and certs.files is None:
+        problem = expiry_problem(ca.not_after, ROOT_WARN_DAYS)
+        if problem is not None:
+            banner.insert(
+                0,
+                f"devtls: warning: the local CA's root {problem}; run 'devtls ca rotate' "
+                "(this server switches to the new root by itself)",
+            )
     if lan is not None:
         banner += lan.banner
     if acme is not None:
@@ -325,10 +334,17 @@ def _acme_manager(
         return None
     from devtls.proxy.acme import AcmeManager
 
-    # The ACME server is reached with the OS roots plus the devtls root (a local test CA).
-    from devtls.trust import write_bundle
+    # The ACME server is reached with the roots given by --acme-ca-root (a private ACME CA:
+    # step-ca, Pebble, another machine's devtls), else the OS roots plus the devtls root.
+    verify: str | bool
+    if config.acme.ca_root is not None:
+        verify = str(config.acme.ca_root)
+    elif ca is not None:
+        from devtls.trust import write_bundle
 
-    verify: str | bool = str(write_bundle(ca)) if ca is not None else True
+        verify = str(write_bundle(ca))
+    else:
+        verify = True
     return AcmeManager(config.acme, verify=verify, write_log=write_log, alpn=config.offered_alpn)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from devtls.ca import LocalCA
+from devtls.ca import RootCert
 from devtls.errors import TrustStoreError
 
 # What a command run for a store returns: exit status and combined output.
@@ -47,19 +47,19 @@ class TrustStore(Protocol):
     name: str
 
     def available(self) -> Availability: ...
-    def is_installed(self, ca: LocalCA) -> bool: ...
-    def plan_install(self, ca: LocalCA) -> list[str]: ...
-    def install(self, ca: LocalCA) -> None: ...
-    def plan_uninstall(self, ca: LocalCA) -> list[str]: ...
-    def uninstall(self, ca: LocalCA) -> None: ...
+    def is_installed(self, ca: RootCert) -> bool: ...
+    def plan_install(self, ca: RootCert) -> list[str]: ...
+    def install(self, ca: RootCert) -> None: ...
+    def plan_uninstall(self, ca: RootCert) -> list[str]: ...
+    def uninstall(self, ca: RootCert) -> None: ...
 
 
-def entry_name(ca: LocalCA) -> str:
+def entry_name(ca: RootCert) -> str:
     """A name for our root in a store, unique per CA so several CAROOTs can coexist."""
     return f"devtls_{ca.fingerprint_sha256[:16].lower()}"
 
 
-def mkcert_name(ca: LocalCA) -> str:
+def mkcert_name(ca: RootCert) -> str:
     """The name mkcert gives the same root (its caUniqueName), so we can see it is there."""
     return f"mkcert development CA {ca.serial_number}"
 
@@ -86,40 +86,39 @@ class CommandStore:
 
     runner: Runner
 
-    def is_installed(self, ca: LocalCA) -> bool:
+    def is_installed(self, ca: RootCert) -> bool:
         raise NotImplementedError
 
-    def add_command(self, ca: LocalCA) -> list[str]:
+    def add_command(self, ca: RootCert) -> list[str]:
         raise NotImplementedError
 
-    def remove_commands(self, ca: LocalCA) -> list[list[str]]:
+    def remove_commands(self, ca: RootCert) -> list[list[str]]:
         raise NotImplementedError
 
-    def plan_install(self, ca: LocalCA) -> list[str]:
+    def plan_install(self, ca: RootCert) -> list[str]:
         return [] if self.is_installed(ca) else [describe(self.add_command(ca))]
 
-    def install(self, ca: LocalCA) -> None:
+    def install(self, ca: RootCert) -> None:
         if not self.is_installed(ca):
             run_checked(self.runner, self.add_command(ca))
 
-    def plan_uninstall(self, ca: LocalCA) -> list[str]:
+    def plan_uninstall(self, ca: RootCert) -> list[str]:
         if not self.is_installed(ca):
             return []
         return [describe(command) for command in self.remove_commands(ca)]
 
-    def uninstall(self, ca: LocalCA) -> None:
+    def uninstall(self, ca: RootCert) -> None:
         if self.is_installed(ca):
             for command in self.remove_commands(ca):
                 run_checked(self.runner, command)
 
 
-def ca_file(ca: LocalCA) -> Path:
+def ca_file(ca: RootCert) -> Path:
     """The CA certificate file that store tools import (they read files, not memory)."""
-    if ca.path is None:
+    path = ca.cert_path
+    if path is None:
         raise TrustStoreError("this CA has no folder", "install a CA loaded from CAROOT")
-    from devtls.ca import CERT_FILE
-
-    return ca.path / CERT_FILE
+    return path
 
 
 class Privileges:

@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from devtls.ca import LocalCA
+from devtls.ca import RootCert
 from devtls.truststores.base import (
     Availability,
     Privileges,
@@ -62,10 +62,10 @@ class JavaStore:
             return Availability(False, f"no cacerts found for {self.keytool}")
         return Availability(True, str(self.cacerts))
 
-    def alias(self, ca: LocalCA) -> str:
+    def alias(self, ca: RootCert) -> str:
         return entry_name(ca)
 
-    def _aliases(self, ca: LocalCA) -> list[str]:
+    def _aliases(self, ca: RootCert) -> list[str]:
         # mkcert's alias and the one Debian's ca-certificates-java hook gives system anchors.
         return [self.alias(ca), mkcert_name(ca), f"debian:{entry_name(ca)}.pem"]
 
@@ -78,7 +78,7 @@ class JavaStore:
         code, _ = self.runner(self._keytool("-list", "-alias", alias), None)
         return code == 0
 
-    def is_installed(self, ca: LocalCA) -> bool:
+    def is_installed(self, ca: RootCert) -> bool:
         return any(self._has(alias) for alias in self._aliases(ca))
 
     def fingerprints(self) -> set[str] | None:
@@ -94,27 +94,27 @@ class JavaStore:
             if marker in line
         }
 
-    def _import(self, ca: LocalCA) -> list[str]:
+    def _import(self, ca: RootCert) -> list[str]:
         return self._keytool(
             "-importcert", "-noprompt", "-alias", self.alias(ca), "-file", str(ca_file(ca))
         )
 
-    def plan_install(self, ca: LocalCA) -> list[str]:
+    def plan_install(self, ca: RootCert) -> list[str]:
         return [] if self.is_installed(ca) else [describe(self._import(ca))]
 
-    def install(self, ca: LocalCA) -> None:
+    def install(self, ca: RootCert) -> None:
         if self.is_installed(ca):
             return
         self._as_needed(self._import(ca), what="adding the root to Java")
 
-    def plan_uninstall(self, ca: LocalCA) -> list[str]:
+    def plan_uninstall(self, ca: RootCert) -> list[str]:
         return [
             describe(self._keytool("-delete", "-noprompt", "-alias", alias))
             for alias in (self.alias(ca),)
             if self._has(alias)
         ]
 
-    def uninstall(self, ca: LocalCA) -> None:
+    def uninstall(self, ca: RootCert) -> None:
         if self._has(self.alias(ca)):
             self._as_needed(
                 self._keytool("-delete", "-noprompt", "-alias", self.alias(ca)),

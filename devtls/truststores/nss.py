@@ -12,7 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from devtls.ca import LocalCA
+from devtls.ca import RootCert
 from devtls.truststores.base import (
     Availability,
     Runner,
@@ -81,51 +81,51 @@ class NSSStore:
             return Availability(False, "no Firefox or Chromium NSS database found")
         return Availability(True, f"{len(self.databases())} database(s)")
 
-    def nickname(self, ca: LocalCA) -> str:
+    def nickname(self, ca: RootCert) -> str:
         return f"devtls development CA {ca.fingerprint_sha256[:16].lower()}"
 
-    def _holds(self, db: str, ca: LocalCA) -> bool:
+    def _holds(self, db: str, ca: RootCert) -> bool:
         for nickname in (self.nickname(ca), mkcert_name(ca)):
             code, output = self.runner(self._cmd("-L", "-d", db, "-n", nickname, "-a"), None)
             if code == 0 and ca.cert_pem().decode().strip() in _normalise(output):
                 return True
         return False
 
-    def missing_from(self, ca: LocalCA) -> list[str]:
+    def missing_from(self, ca: RootCert) -> list[str]:
         return [db for db in self.databases() if not self._holds(db, ca)]
 
-    def is_installed(self, ca: LocalCA) -> bool:
+    def is_installed(self, ca: RootCert) -> bool:
         databases = self.databases()
         return bool(databases) and not self.missing_from(ca)
 
     def _cmd(self, *args: str) -> list[str]:
         return [self.certutil or "certutil", *args]
 
-    def _add(self, db: str, ca_file: Path, ca: LocalCA) -> list[str]:
+    def _add(self, db: str, ca_file: Path, ca: RootCert) -> list[str]:
         return self._cmd("-A", "-d", db, "-t", "C,,", "-n", self.nickname(ca), "-i", str(ca_file))
 
-    def plan_install(self, ca: LocalCA) -> list[str]:
+    def plan_install(self, ca: RootCert) -> list[str]:
         steps: list[str] = []
         if not self.databases() and (folder := self._new_database()) is not None:
             steps.append(describe(self._cmd("-N", "-d", f"sql:{folder}", "--empty-password")))
             return [*steps, describe(self._add(f"sql:{folder}", ca_file(ca), ca))]
         return [describe(self._add(db, ca_file(ca), ca)) for db in self.missing_from(ca)]
 
-    def install(self, ca: LocalCA) -> None:
+    def install(self, ca: RootCert) -> None:
         if not self.databases() and (folder := self._new_database()) is not None:
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._check(self._cmd("-N", "-d", f"sql:{folder}", "--empty-password"))
         for db in self.missing_from(ca):
             self._check(self._add(db, ca_file(ca), ca))
 
-    def plan_uninstall(self, ca: LocalCA) -> list[str]:
+    def plan_uninstall(self, ca: RootCert) -> list[str]:
         return [
             describe(self._cmd("-D", "-d", db, "-n", self.nickname(ca)))
             for db in self.databases()
             if self._has_nickname(db, self.nickname(ca))
         ]
 
-    def uninstall(self, ca: LocalCA) -> None:
+    def uninstall(self, ca: RootCert) -> None:
         nickname = self.nickname(ca)
         for db in self.databases():
             # A nickname can be there more than once; delete until it is gone (bounded).

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from devtls.ca import LocalCA
+from devtls.ca import RootCert
 from devtls.errors import TrustStoreError
 from devtls.truststores.base import (
     Availability,
@@ -82,26 +82,26 @@ class LinuxSystemStore:
             )  # fmt: skip
         return Availability(True, f"{self.family.name}: {self.family.anchors}")
 
-    def anchor(self, ca: LocalCA) -> Path:
+    def anchor(self, ca: RootCert) -> Path:
         assert self.family is not None
         return self._path(self.family.anchors) / f"{entry_name(ca)}{self.family.suffix}"
 
-    def mkcert_anchor(self, ca: LocalCA) -> Path:
+    def mkcert_anchor(self, ca: RootCert) -> Path:
         assert self.family is not None
         return self._path(self.family.anchors) / (
             mkcert_name(ca).replace(" ", "_") + self.family.suffix
         )
 
-    def is_installed(self, ca: LocalCA) -> bool:
+    def is_installed(self, ca: RootCert) -> bool:
         return any(_holds(path, ca) for path in (self.anchor(ca), self.mkcert_anchor(ca)))
 
-    def plan_install(self, ca: LocalCA) -> list[str]:
+    def plan_install(self, ca: RootCert) -> list[str]:
         if self.is_installed(ca):
             return []
         assert self.family is not None
         return [f"write {self.anchor(ca)} (the root, PEM, 0644)", describe(self.family.update)]
 
-    def install(self, ca: LocalCA) -> None:
+    def install(self, ca: RootCert) -> None:
         if self.is_installed(ca):
             return
         assert self.family is not None
@@ -116,7 +116,7 @@ class LinuxSystemStore:
             self.runner([*self.privileges.prefix(), *self.family.update], None)
             raise
 
-    def plan_uninstall(self, ca: LocalCA) -> list[str]:
+    def plan_uninstall(self, ca: RootCert) -> list[str]:
         anchor = self.anchor(ca)
         if not anchor.exists():
             return []
@@ -128,7 +128,7 @@ class LinuxSystemStore:
             steps.append(describe(self._java_delete(anchor)))
         return steps
 
-    def uninstall(self, ca: LocalCA) -> None:
+    def uninstall(self, ca: RootCert) -> None:
         anchor = self.anchor(ca)
         if not anchor.exists():
             return
@@ -146,7 +146,7 @@ class LinuxSystemStore:
         if java_alias:
             self.privileges.run(self._java_delete(anchor), what="removing the root from Java")
 
-    def other_copies(self, ca: LocalCA) -> list[Path]:
+    def other_copies(self, ca: RootCert) -> list[Path]:
         """Copies of this root that are not ours to remove (mkcert's)."""
         mkcert = self.mkcert_anchor(ca)
         return [mkcert] if _holds(mkcert, ca) else []
@@ -204,7 +204,7 @@ class LinuxSystemStore:
         return code == 0
 
 
-def _holds(path: Path, ca: LocalCA) -> bool:
+def _holds(path: Path, ca: RootCert) -> bool:
     """Whether the file holds this very root (compared as DER, not by name)."""
     try:
         return ca.cert in x509.load_pem_x509_certificates(path.read_bytes())

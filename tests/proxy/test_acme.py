@@ -58,9 +58,18 @@ class Pebble:
 def pebble(
     request: pytest.FixtureRequest, tmp_path: Path, session_ca_dir: Path
 ) -> Iterator[Pebble]:
+    ca = LocalCA.load(session_ca_dir)
+    with running_pebble(tmp_path, ca, getattr(request, "param", None)) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def running_pebble(tmp_path: Path, ca: LocalCA, reject: object = None) -> Iterator[Pebble]:
+    """Pebble whose API listener has a leaf of ``ca`` (the devtls root, or another one)."""
     pebble_bin = require_tool("pebble")
     challtestsrv = require_tool("pebble-challtestsrv")
-    ca = LocalCA.load(session_ca_dir)
+    ca_file = tmp_path / "pebble-api-root.pem"
+    ca_file.write_bytes(ca.cert_pem())
     leaf = ca.issue("localhost", "127.0.0.1", key_type="ecdsa")
     cert, key = tmp_path / "pebble-cert.pem", tmp_path / "pebble-key.pem"
     leaf.write_pem(cert, key)
@@ -85,7 +94,6 @@ def pebble(
     # PEBBLE_WFE_NONCEREJECT keeps its default (5 % of requests refused with badNonce) unless
     # a test asks for more.
     env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1"}
-    reject = getattr(request, "param", None)
     if reject is not None:
         env["PEBBLE_WFE_NONCEREJECT"] = str(reject)
     server = subprocess.Popen(
@@ -93,7 +101,7 @@ def pebble(
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
     )  # fmt: skip
     directory = f"https://127.0.0.1:{api}/dir"
-    context = ssl.create_default_context(cafile=str(session_ca_dir / "rootCA.pem"))
+    context = ssl.create_default_context(cafile=str(ca_file))
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -105,7 +113,7 @@ def pebble(
             time.sleep(0.2)
     try:
         yield Pebble(directory, f"https://127.0.0.1:{management}", tls_port, http_port,
-                     session_ca_dir / "rootCA.pem")  # fmt: skip
+                     ca_file)  # fmt: skip
     finally:
         for process in (server, dns_server):
             process.terminate()
