@@ -181,6 +181,8 @@ def _report(outcomes: list["StoreOutcome"]) -> None:
         if outcome.action == "would run":
             for step in outcome.steps:
                 typer.echo(f"  {step}")
+        for note in outcome.notes:
+            typer.echo(f"devtls: note: {note}", err=True)
     if any(o.failed for o in outcomes):
         raise typer.Exit(1)
 

@@ -35,6 +35,8 @@ class StoreOutcome:
     action: str  # installed, removed, already trusted, not there, skipped, failed, would run
     detail: str = ""
     steps: list[str] = field(default_factory=list)
+    # Lines worth saying even on success (what a store could not do without more rights).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
@@ -80,6 +82,17 @@ def _load_for_dry_run(caroot: Path | None) -> tuple[LocalCA, bool]:
 
 
 def _apply(
+    store: TrustStore, ca: LocalCA, action: str, dry_run: bool, explicit: bool
+) -> StoreOutcome:
+    outcome = _apply_store(store, ca, action, dry_run, explicit)
+    if not outcome.failed and outcome.action != "skipped":
+        # Only the NSS store has these (the Firefox policy needs an administrator).
+        notes: list[str] = getattr(store, "notes", lambda _ca, _action: [])(ca, action)
+        outcome.notes += notes
+    return outcome
+
+
+def _apply_store(
     store: TrustStore, ca: LocalCA, action: str, dry_run: bool, explicit: bool
 ) -> StoreOutcome:
     availability = store.available()
@@ -137,6 +150,9 @@ def status(caroot: Path | None = None) -> dict[str, Any]:
             missing: list[str] = getattr(store, "missing_from", lambda _ca: [])(ca)
             if missing:
                 detail = f"missing from {', '.join(missing)}"
+        if store.name == "nss":
+            policy: str = getattr(store, "policy_state", lambda _ca: "")(ca)
+            detail = f"{detail}; {policy}" if policy else detail
         stores[store.name] = {"state": "trusted" if installed else "not trusted", "detail": detail}
     return {
         "caroot": str(ca.path),

@@ -7,6 +7,7 @@ import sys
 
 from devtls.errors import UsageError
 from devtls.truststores.base import Availability, TrustStore
+from devtls.truststores.policies import FirefoxPolicy
 
 STORE_NAMES = ("system", "nss", "java")
 
@@ -17,22 +18,26 @@ def all_stores() -> list[TrustStore]:
     from devtls.truststores.nss import NSSStore
 
     system: TrustStore
+    policy: FirefoxPolicy
     if sys.platform == "darwin":
+        from devtls.truststores.firefox_policy_macos import MacOSFirefoxPolicy
         from devtls.truststores.system_macos import MacOSSystemStore
 
-        system = MacOSSystemStore()
+        system, policy = MacOSSystemStore(), MacOSFirefoxPolicy()
     elif sys.platform == "win32":
+        from devtls.truststores.firefox_policy_windows import WindowsFirefoxPolicy
         from devtls.truststores.system_windows import WindowsSystemStore
 
-        system = WindowsSystemStore()
+        system, policy = WindowsSystemStore(), WindowsFirefoxPolicy()
     else:
+        from devtls.truststores.firefox_policy_linux import LinuxFirefoxPolicy
         from devtls.truststores.system_linux import LinuxSystemStore
 
-        system = LinuxSystemStore()
-    stores: list[TrustStore] = [system, JavaStore()]
-    if sys.platform != "win32":  # Firefox on Windows reads the system store itself
-        stores.insert(1, NSSStore())
-    return stores
+        system, policy = LinuxSystemStore(), LinuxFirefoxPolicy()
+    # On Windows Firefox keeps no root of ours in NSS (it reads the system store, which its
+    # policy makes sure of), so there the nss store is the policy alone.
+    nss = NSSStore(policy=policy, use_databases=sys.platform != "win32")
+    return [system, nss, JavaStore()]
 
 
 def select(requested: list[str] | tuple[str, ...] = ()) -> list[TrustStore]:
