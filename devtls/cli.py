@@ -248,11 +248,21 @@ def env(
         str | None,
         typer.Option("--shell", metavar="bash|zsh|fish|powershell", help="(default: from $SHELL)"),
     ] = None,
+    docker: Annotated[
+        bool,
+        typer.Option(
+            "--docker",
+            help="Print the Dockerfile / compose lines that make an image trust the root instead.",
+        ),
+    ] = False,
 ) -> None:
     """Print the lines that make Node, Python, curl trust the CA: eval "$(devtls env)"."""
     from devtls import trust
+    from devtls.errors import UsageError
 
-    for line in trust.env_lines(shell):
+    if docker and shell is not None:
+        raise UsageError("--shell and --docker do not go together", "use one of them")
+    for line in trust.docker_env_lines() if docker else trust.env_lines(shell):
         typer.echo(line)
 
 

@@ -248,6 +248,15 @@ def env_lines(shell: str | None = None, caroot: Path | None = None) -> list[str]
     return [_export(shell, name, value) for name, value in variables.items()]
 
 
+def docker_env_lines(caroot: Path | None = None) -> list[str]:
+    """What ``devtls env --docker`` prints: Dockerfile and compose lines for this CA's root."""
+    from devtls.dockerenv import docker_lines
+
+    ca = LocalCA.load(caroot)
+    assert ca.path is not None
+    return docker_lines(ca.path / CERT_FILE, ca.fingerprint_sha256)
+
+
 def env_variables(ca: LocalCA) -> dict[str, str]:
     """What ``devtls env`` sets (``devtls run`` gives them to its child too)."""
     assert ca.path is not None

@@ -30,6 +30,7 @@ CORE = {
     "devrun_inject",
     "proxy.pages",
     "expiry",
+    "dockerenv",
 }
 FORBIDDEN_IN_CORE = {"asyncio", "typer", "rich", "click"}
 

@@ -189,6 +189,8 @@ def firefox_policy_guard(
     return system_policy_files
 
 
+@pytest.mark.root
+@pytest.mark.tool("firefox-esr")
 def test_firefox_profile_created_after_install_trusts_the_root(
     fresh_ca: LocalCA, firefox_policy_guard: dict, tmp_path: Path
 ) -> None:
@@ -225,6 +227,7 @@ def test_firefox_profile_created_after_install_trusts_the_root(
         assert again["uri"].startswith("about:certerror"), again
 
 
+@pytest.mark.root
 def test_dry_run_shows_the_policy_change_and_writes_nothing(
     fresh_ca: LocalCA, firefox_policy_guard: dict, tmp_path: Path
 ) -> None:
