@@ -146,6 +146,12 @@ def status(caroot: Path | None = None) -> dict[str, Any]:
             verified, why = verify_with_os(ca)
             installed = verified
             detail = f"{detail}; {why}"
+            # Under WSL the system store has a Windows half, with its own verdict.
+            extra = getattr(store, "status_detail", None)
+            if extra is not None:
+                trusted, more = extra(ca)
+                installed = installed and trusted
+                detail = f"{detail}; {more}"
         elif store.name == "nss" and not installed:
             missing: list[str] = getattr(store, "missing_from", lambda _ca: [])(ca)
             if missing:
