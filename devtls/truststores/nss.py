@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from devtls.ca import LocalCA
+from devtls.errors import TrustStoreError
 from devtls.truststores.base import (
     Availability,
     Runner,
@@ -118,8 +119,17 @@ class NSSStore:
         """What ``status`` says of the policy: set, or what not having it means."""
         if self.policy is None:
             return ""
-        if self.policy.is_installed(ca):
-            return f"Firefox policy {self.policy.location()} installs the root in new profiles"
+        try:
+            installed = self.policy.is_installed(ca)
+        except TrustStoreError as exc:
+            return f"Firefox policy: {exc}"
+        if installed:
+            return f"new Firefox profiles get the root from {self.policy.location()}"
+        if self.policy.has_rights():
+            return (
+                "the Firefox policy does not name this root: profiles created later will not "
+                "trust it until 'install --store nss' runs again"
+            )
         return self.later_profiles_note()
 
     def later_profiles_note(self) -> str:
@@ -132,9 +142,13 @@ class NSSStore:
         """One line when the policy is not ours to change (no administrator rights)."""
         if self.policy is None or self.policy.has_rights():
             return []
-        if action == "install" and not self.policy.is_installed(ca):
+        try:
+            installed = self.policy.is_installed(ca)
+        except TrustStoreError as exc:
+            return [f"Firefox policy: {exc}"]
+        if action == "install" and not installed:
             return [self.later_profiles_note()]
-        if action == "uninstall" and self.policy.is_installed(ca):
+        if action == "uninstall" and installed:
             return [
                 f"the Firefox policy {self.policy.location()} still installs the root; as an "
                 f"administrator run: {rerun_command(self.name, 'uninstall')}"

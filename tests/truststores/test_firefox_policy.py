@@ -212,7 +212,7 @@ def test_firefox_profile_created_after_install_trusts_the_root(
         assert "nss: installed" in result.stdout
         assert "Firefox policy" in result.stdout
         status = json.loads(devtls("status", "--json", env=env).stdout)["stores"]["nss"]
-        assert "installs the root in new profiles" in status["detail"]
+        assert "new Firefox profiles get the root from" in status["detail"]
 
         after = firefox_visit(url, tmp_path / "profile-after", home)
         assert after["navigation"] == "success", after
