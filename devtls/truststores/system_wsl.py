@@ -42,7 +42,10 @@ WINDOWS_TOOLS = {
     "certutil.exe": "/mnt/c/Windows/System32/certutil.exe",
     "powershell.exe": "/mnt/c/Windows/System32/WindowsPowerShell/v1.0/powershell.exe",
 }
+# Progress records off: with its output redirected, Windows PowerShell may write them (as
+# "#< CLIXML") where the listing is read.
 LIST_ROOTS = (
+    "$ProgressPreference = 'SilentlyContinue'; "
     "ConvertTo-Json -Compress -InputObject @(Get-ChildItem Cert:\\CurrentUser\\Root | "
     "ForEach-Object { [Convert]::ToBase64String($_.RawData) })"
 )
@@ -98,12 +101,7 @@ class WSLSystemStore:
             raise TrustStoreError(
                 f"reading the Windows Root store failed: {last_line(output, code)}"
             )
-        try:
-            encoded = json.loads(output.strip() or "[]")
-        except ValueError:
-            raise TrustStoreError(
-                "PowerShell's listing of the Windows Root store is not JSON"
-            ) from None
+        encoded = _json_line(output)
         roots = []
         for item in encoded if isinstance(encoded, list) else [encoded]:
             try:
@@ -216,3 +214,16 @@ class WSLSystemStore:
             named = ", ".join(f"{r.subject} (SHA-256 {r.fingerprint_sha256})" for r in others)
             detail += f"; a different development CA is in the Windows store: {named}"
         return holds, detail
+
+
+def _json_line(output: str) -> object:
+    """The listing: the one line of the output that is JSON (other lines are PowerShell's)."""
+    if not output.strip():
+        return []
+    for line in output.splitlines():
+        if line.strip()[:1] in ("[", '"'):
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue
+    raise TrustStoreError("the Windows Root store's listing is not JSON")

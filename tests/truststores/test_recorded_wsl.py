@@ -69,8 +69,9 @@ class FakeWindows:
         if args[0].endswith("powershell.exe"):
             encoded = [base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode()
                        for c in self.roots]  # fmt: skip
-            # PowerShell prints one item as a bare string, not as a list.
-            return 0, json.dumps(encoded[0] if len(encoded) == 1 else encoded) + "\r\n"
+            # PowerShell may print one item as a bare string, and progress records around it.
+            listing = json.dumps(encoded[0] if len(encoded) == 1 else encoded)
+            return 0, f'#< CLIXML\r\n{listing}\r\n<Objs Version="1.1.0.1"></Objs>\r\n'
         assert args[0].endswith("certutil.exe")
         assert args[1] == "-user"
         if args[2] == "-addstore":
@@ -210,3 +211,19 @@ def test_status_under_wsl_reports_the_windows_half(
     system = report["stores"]["system"]
     assert system["state"] in {"not trusted", "unavailable"}
     assert "Windows store unreachable" in system["detail"]
+
+
+def test_an_unreadable_windows_listing_is_one_line(ca: LocalCA) -> None:
+    from devtls.errors import TrustStoreError
+
+    def runner(args: Sequence[str], stdin: bytes | None) -> tuple[int, str]:
+        return 0, "Get-ChildItem : Cannot find drive.\r\nAt line:1 char:1\r\n"
+
+    store = WSLSystemStore(FakeLinux(), runner, find_tool=tools)
+    with pytest.raises(TrustStoreError, match="not JSON") as caught:
+        store.windows_roots()
+    assert "\n" not in str(caught.value)
+    trusted, detail = store.status_detail(ca)
+    assert not trusted
+    assert "not JSON" in detail
+    assert WSLSystemStore(FakeLinux(), FakeWindows(), find_tool=tools).windows_roots() == []
