@@ -113,7 +113,7 @@ def host_suite() -> str:
 
 @pytest.fixture(scope="session")
 def debian_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A minimal Debian with ca-certificates, openssl and curl, made once per session."""
+    """Debian's essential packages, apt, ca-certificates, openssl and curl, once per session."""
     require_root()
     mmdebstrap = require_tool("mmdebstrap")
     target = tmp_path_factory.mktemp("debian") / "root"
@@ -121,7 +121,7 @@ def debian_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     mirror = [str(sources)] if sources.is_file() else []
     started = time.monotonic()
     result = subprocess.run(
-        [mmdebstrap, "--quiet", "--variant=minbase", f"--include={PACKAGES}", host_suite(),
+        [mmdebstrap, "--quiet", "--variant=apt", f"--include={PACKAGES}", host_suite(),
          str(target), *mirror],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=MMDEBSTRAP_TIMEOUT,
         check=False,
