@@ -72,6 +72,10 @@ def test_macos_policy_on_a_new_domain_round_trip(ca: LocalCA, tmp_path: Path) ->
     calls = len(fake.calls)
     policy.install(ca)  # again: nothing to write
     assert all(call[1] == "export" for call in fake.calls[calls:])
+    assert policy.plan_uninstall(ca) == [
+        f"defaults delete {DOMAIN}",
+        f"remove {policy.cert_copy(ca)}",
+    ]
     policy.uninstall(ca)
     assert fake.calls[-1] == ["defaults", "delete", DOMAIN]
     assert fake.domain is None
@@ -92,9 +96,15 @@ def test_macos_policy_keeps_what_the_admin_set(ca: LocalCA, tmp_path: Path) -> N
     assert fake.domain is not None
     assert fake.domain["Certificates"]["Install"][0] == "corp.der"
     assert len(fake.domain["Certificates"]["Install"]) == 3
+    plan = policy.plan_uninstall(ca)
+    assert plan[0] == f"defaults import {DOMAIN} - (the domain, as JSON here):"
+    removed = [line for line in plan if line.startswith("  -") and cert_file_name(ca) in line]
+    assert len(removed) == 1
+    assert not any(line.startswith("  -") and "ImportEnterpriseRoots" in line for line in plan)
     policy.uninstall(ca)
     policy.uninstall(other)
     assert fake.domain == theirs
+    assert policy.plan_uninstall(ca) == []
 
 
 class FakeReg:
