@@ -174,6 +174,20 @@ def test_without_rights_install_says_one_line_about_later_profiles(
     assert NSSStore(home=home).nickname(fresh_ca) in listing
 
 
+def test_notes_without_rights_follow_the_policy_state(fresh_ca: LocalCA, tmp_path: Path) -> None:
+    root = tmp_path / "fs"
+    (root / "etc").mkdir(parents=True)
+    policy_in(root).install(fresh_ca)  # an administrator did it earlier
+    store = NSSStore(
+        home=tmp_path / "home", policy=LinuxFirefoxPolicy(root=root, is_admin=lambda: False)
+    )
+    assert store.notes(fresh_ca, "install") == []
+    (note,) = store.notes(fresh_ca, "uninstall")
+    assert "still installs the root" in note
+    assert "uninstall --store nss" in note
+    assert "new Firefox profiles get the root from" in store.policy_state(fresh_ca)
+
+
 # -- firefox-esr for real ------------------------------------------------------------------
 
 
