@@ -181,6 +181,8 @@ def _report(outcomes: list["StoreOutcome"], *, fail: bool = True) -> None:
         if outcome.action == "would run":
             for step in outcome.steps:
                 typer.echo(f"  {step}")
+        for note in outcome.notes:
+            typer.echo(f"devtls: note: {note}", err=True)
     if fail and any(o.failed for o in outcomes):
         raise typer.Exit(1)
 
@@ -343,11 +345,21 @@ def env(
         str | None,
         typer.Option("--shell", metavar="bash|zsh|fish|powershell", help="(default: from $SHELL)"),
     ] = None,
+    docker: Annotated[
+        bool,
+        typer.Option(
+            "--docker",
+            help="Print the Dockerfile / compose lines that make an image trust the root instead.",
+        ),
+    ] = False,
 ) -> None:
     """Print the lines that make Node, Python, curl trust the CA: eval "$(devtls env)"."""
     from devtls import trust
+    from devtls.errors import UsageError
 
-    for line in trust.env_lines(shell):
+    if docker and shell is not None:
+        raise UsageError("--shell and --docker do not go together", "use one of them")
+    for line in trust.docker_env_lines() if docker else trust.env_lines(shell):
         typer.echo(line)
 
 

@@ -49,7 +49,7 @@ GIT_TIMEOUT = 5.0
 # What a shell answers for a command it cannot find.
 NOT_FOUND_STATUS = 127
 # Variables naming CA files that devtls run points at files holding the devtls root too.
-CA_VARIABLES = ("NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
+CA_VARIABLES = ("NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
 
 class CommandNotFound(DevtlsError):

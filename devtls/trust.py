@@ -29,6 +29,8 @@ class StoreOutcome:
     action: str  # installed, removed, already trusted, not there, skipped, failed, would run
     detail: str = ""
     steps: list[str] = field(default_factory=list)
+    # Lines worth saying even on success (what a store could not do without more rights).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
@@ -106,6 +108,17 @@ def apply_to_store(
     explicit: bool = False,
 ) -> StoreOutcome:
     """Install or uninstall ``ca`` in one store; a failure is an outcome, never raised."""
+    outcome = _apply_store(store, ca, action, dry_run, explicit)
+    if not outcome.failed and outcome.action != "skipped":
+        # Only the NSS store has these (the Firefox policy needs an administrator).
+        notes: list[str] = getattr(store, "notes", lambda _ca, _action: [])(ca, action)
+        outcome.notes += notes
+    return outcome
+
+
+def _apply_store(
+    store: TrustStore, ca: RootCert, action: str, dry_run: bool, explicit: bool
+) -> StoreOutcome:
     availability = store.available()
     if not availability.available:
         return StoreOutcome(store.name, "failed" if explicit else "skipped", availability.reason)
@@ -157,10 +170,19 @@ def status(caroot: Path | None = None) -> dict[str, Any]:
             verified, why = verify_with_os(ca)
             installed = verified
             detail = f"{detail}; {why}"
+            # Under WSL the system store has a Windows half, with its own verdict.
+            extra = getattr(store, "status_detail", None)
+            if extra is not None:
+                trusted, more = extra(ca)
+                installed = installed and trusted
+                detail = f"{detail}; {more}"
         elif store.name == "nss" and not installed:
             missing: list[str] = getattr(store, "missing_from", lambda _ca: [])(ca)
             if missing:
                 detail = f"missing from {', '.join(missing)}"
+        if store.name == "nss":
+            policy: str = getattr(store, "policy_state", lambda _ca: "")(ca)
+            detail = f"{detail}; {policy}" if policy else detail
         stores[store.name] = {"state": "trusted" if installed else "not trusted", "detail": detail}
     constraints = ca.constraints
     return {
@@ -265,6 +287,15 @@ def env_lines(shell: str | None = None, caroot: Path | None = None) -> list[str]
     return [_export(shell, name, value) for name, value in variables.items()]
 
 
+def docker_env_lines(caroot: Path | None = None) -> list[str]:
+    """What ``devtls env --docker`` prints: Dockerfile and compose lines for this CA's root."""
+    from devtls.dockerenv import docker_lines
+
+    ca = LocalCA.load(caroot)
+    assert ca.path is not None
+    return docker_lines(ca.path / CERT_FILE, ca.fingerprint_sha256)
+
+
 def env_variables(ca: LocalCA) -> dict[str, str]:
     """What ``devtls env`` sets (``devtls run`` gives them to its child too)."""
     assert ca.path is not None
@@ -272,10 +303,12 @@ def env_variables(ca: LocalCA) -> dict[str, str]:
     return {
         # Node adds these to its own roots, so the devtls root alone is right here.
         "NODE_EXTRA_CA_CERTS": str(ca.path / CERT_FILE),
-        # OpenSSL-based tools (Python's ssl, curl, Ruby) and requests replace their roots with
-        # this file, so it holds the system roots too.
+        # OpenSSL-based tools (Python's ssl, Ruby), requests and curl replace their roots with
+        # this file, so it holds the system roots too. curl reads only its own variable: a
+        # Debian curl ignores SSL_CERT_FILE.
         "SSL_CERT_FILE": str(bundle),
         "REQUESTS_CA_BUNDLE": str(bundle),
+        "CURL_CA_BUNDLE": str(bundle),
     }
 
 

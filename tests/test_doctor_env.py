@@ -59,7 +59,7 @@ def test_a_variable_at_the_wrong_file_fails_its_check_and_its_runtime(
     wanted = ctx.root_file() if variable == "NODE_EXTRA_CA_CERTS" else ctx.bundle()
     assert check.fix == f"export {variable}={wanted}"
     if variable == "CURL_CA_BUNDLE" and kind != "missing file":
-        assert "overrides devtls env" in check.found
+        assert "curl reads it instead of the system store" in check.found
 
     ran = by_name(check_runtimes(ctx), runtime)
     assert ran.state == "fail", ran

@@ -32,8 +32,6 @@ def setting_for(ctx: Context, variable: str) -> str:
         return f"export NODE_EXTRA_CA_CERTS={quote(ctx.root_file())}"
     if ctx.bundle().is_file():
         return f"export {variable}={quote(ctx.bundle())}"
-    if variable == "CURL_CA_BUNDLE":
-        return 'eval "$(devtls env)" && export CURL_CA_BUNDLE="$SSL_CERT_FILE"'
     return 'eval "$(devtls env)"'
 
 
@@ -71,7 +69,7 @@ def _check_one(ctx: Context, variable: str, value: str, reader: str, replaces: b
     if ctx.ca.cert.public_bytes(Encoding.DER) not in certificates:
         override = ""
         if variable == "CURL_CA_BUNDLE":
-            override = "; it overrides devtls env's SSL_CERT_FILE and the system store for curl"
+            override = "; curl reads it instead of the system store"
         return Check(
             name,
             "fail",

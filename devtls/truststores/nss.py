@@ -2,7 +2,9 @@
 
 Uses ``certutil`` from NSS. Only databases that exist are changed, except that a user with a
 Chromium-family browser but no database yet gets one, so a root installed before the
-browser's first start is not lost.
+browser's first start is not lost. With administrator rights the store also sets Firefox's
+enterprise policy (``policy``, one module per platform), so profiles created later trust the
+root too.
 """
 
 from __future__ import annotations
@@ -13,15 +15,18 @@ import sys
 from pathlib import Path
 
 from devtls.ca import RootCert
+from devtls.errors import TrustStoreError
 from devtls.truststores.base import (
     Availability,
     Runner,
     ca_file,
     describe,
     mkcert_name,
+    rerun_command,
     run_checked,
     run_command,
 )
+from devtls.truststores.policies import FirefoxPolicy
 
 CHROMIUM_DBS = (
     ".pki/nssdb",
@@ -47,10 +52,29 @@ INSTALL_HINTS = {
 class NSSStore:
     name = "nss"
 
-    def __init__(self, runner: Runner = run_command, home: Path | None = None) -> None:
+    def __init__(
+        self,
+        runner: Runner = run_command,
+        home: Path | None = None,
+        policy: FirefoxPolicy | None = None,
+        *,
+        use_databases: bool = True,
+    ) -> None:
         self.runner = runner
         self.home = home or Path.home()
-        self.certutil = shutil.which("certutil")
+        # Windows has a certutil of its own, which is not NSS's.
+        self.use_databases = use_databases
+        self.certutil = shutil.which("certutil") if use_databases else None
+        self.policy = policy
+
+    def _policy_to_do(self) -> FirefoxPolicy | None:
+        """The policy, when this process may change it."""
+        return self.policy if self.policy is not None and self.policy.has_rights() else None
+
+    def _databases_usable(self) -> bool:
+        return self.certutil is not None and (
+            bool(self.databases()) or self._new_database() is not None
+        )
 
     def databases(self) -> list[str]:
         """Every NSS database a browser of this user reads, as certutil's ``sql:``/``dbm:`` dirs."""
@@ -74,12 +98,62 @@ class NSSStore:
         return self.home / CHROMIUM_DBS[0]
 
     def available(self) -> Availability:
+        policy = self._policy_to_do()
+        if not self.use_databases:
+            if policy is None:
+                return Availability(False, "setting Firefox's policy needs an administrator")
+            return Availability(True, f"Firefox policy {policy.location()}")
         if self.certutil is None:
             hint = INSTALL_HINTS.get(sys.platform, "install NSS's certutil")
             return Availability(False, f"certutil is missing; {hint}")
         if not self.databases() and self._new_database() is None:
-            return Availability(False, "no Firefox or Chromium NSS database found")
-        return Availability(True, f"{len(self.databases())} database(s)")
+            if policy is None:
+                return Availability(False, "no Firefox or Chromium NSS database found")
+            return Availability(True, f"Firefox policy {policy.location()} (no NSS database)")
+        reason = f"{len(self.databases())} database(s)"
+        return Availability(
+            True, reason + (f", Firefox policy {policy.location()}" if policy else "")
+        )
+
+    def policy_state(self, ca: RootCert) -> str:
+        """What ``status`` says of the policy: set, or what not having it means."""
+        if self.policy is None:
+            return ""
+        try:
+            installed = self.policy.is_installed(ca)
+        except TrustStoreError as exc:
+            return f"Firefox policy: {exc}"
+        if installed:
+            return f"new Firefox profiles get the root from {self.policy.location()}"
+        if self.policy.has_rights():
+            return (
+                "the Firefox policy does not name this root: profiles created later will not "
+                "trust it until 'install --store nss' runs again"
+            )
+        return self.later_profiles_note()
+
+    def later_profiles_note(self) -> str:
+        return (
+            "Firefox profiles created later will not trust the root until this runs as an "
+            f"administrator: {rerun_command(self.name)}"
+        )
+
+    def notes(self, ca: RootCert, action: str) -> list[str]:
+        """One line when the policy is not ours to change (no administrator rights)."""
+        if self.policy is None or self.policy.has_rights():
+            return []
+        try:
+            installed = self.policy.is_installed(ca)
+        except TrustStoreError as exc:
+            return [f"Firefox policy: {exc}"]
+        if action == "install" and not installed:
+            return [self.later_profiles_note()]
+        if action == "uninstall" and installed:
+            return [
+                f"the Firefox policy {self.policy.location()} still installs the root; as an "
+                f"administrator run: {rerun_command(self.name, 'uninstall')}"
+            ]
+        return []
 
     def nickname(self, ca: RootCert) -> str:
         return f"devtls development CA {ca.fingerprint_sha256[:16].lower()}"
@@ -95,6 +169,11 @@ class NSSStore:
         return [db for db in self.databases() if not self._holds(db, ca)]
 
     def is_installed(self, ca: RootCert) -> bool:
+        policy = self._policy_to_do()
+        if policy is not None and not policy.is_installed(ca):
+            return False
+        if not self._databases_usable():
+            return policy is not None
         databases = self.databases()
         return bool(databases) and not self.missing_from(ca)
 
@@ -105,13 +184,21 @@ class NSSStore:
         return self._cmd("-A", "-d", db, "-t", "C,,", "-n", self.nickname(ca), "-i", str(ca_file))
 
     def plan_install(self, ca: RootCert) -> list[str]:
-        steps: list[str] = []
+        policy = self._policy_to_do()
+        steps = policy.plan_install(ca) if policy is not None else []
+        if self.certutil is None:
+            return steps
         if not self.databases() and (folder := self._new_database()) is not None:
             steps.append(describe(self._cmd("-N", "-d", f"sql:{folder}", "--empty-password")))
             return [*steps, describe(self._add(f"sql:{folder}", ca_file(ca), ca))]
-        return [describe(self._add(db, ca_file(ca), ca)) for db in self.missing_from(ca)]
+        return steps + [describe(self._add(db, ca_file(ca), ca)) for db in self.missing_from(ca)]
 
     def install(self, ca: RootCert) -> None:
+        policy = self._policy_to_do()
+        if policy is not None:
+            policy.install(ca)
+        if self.certutil is None:
+            return
         if not self.databases() and (folder := self._new_database()) is not None:
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._check(self._cmd("-N", "-d", f"sql:{folder}", "--empty-password"))
@@ -119,13 +206,22 @@ class NSSStore:
             self._check(self._add(db, ca_file(ca), ca))
 
     def plan_uninstall(self, ca: RootCert) -> list[str]:
-        return [
+        policy = self._policy_to_do()
+        steps = policy.plan_uninstall(ca) if policy is not None else []
+        if self.certutil is None:
+            return steps
+        return steps + [
             describe(self._cmd("-D", "-d", db, "-n", self.nickname(ca)))
             for db in self.databases()
             if self._has_nickname(db, self.nickname(ca))
         ]
 
     def uninstall(self, ca: RootCert) -> None:
+        policy = self._policy_to_do()
+        if policy is not None:
+            policy.uninstall(ca)
+        if self.certutil is None:
+            return
         nickname = self.nickname(ca)
         for db in self.databases():
             # A nickname can be there more than once; delete until it is gone (bounded).

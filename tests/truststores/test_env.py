@@ -31,6 +31,7 @@ def test_bash_lines_and_bundle(fresh_ca: LocalCA) -> None:
     bundle = Path(values["SSL_CERT_FILE"])
     assert bundle == fresh_ca.path / BUNDLE_FILE
     assert values["REQUESTS_CA_BUNDLE"] == str(bundle)
+    assert values["CURL_CA_BUNDLE"] == str(bundle)
     assert values["NODE_EXTRA_CA_CERTS"] == str(fresh_ca.path / "rootCA.pem")
     content = bundle.read_bytes()
     assert fresh_ca.cert_pem() in content
