@@ -171,7 +171,9 @@ def test_alg_none_and_hmac_are_refused(client: Client, alg: str) -> None:
 def test_an_unknown_account_is_refused(service: AcmeService) -> None:
     stranger = Client(service)
     stranger.kid = BASE + "/acme/acct/nobody"
-    refused = stranger.post("/acme/new-order", {"identifiers": [{"type": "dns", "value": "a.test"}]})
+    refused = stranger.post(
+        "/acme/new-order", {"identifiers": [{"type": "dns", "value": "a.test"}]}
+    )
     problem(refused, "accountDoesNotExist", 400)
 
 
@@ -204,15 +206,21 @@ def test_malformed_jws_is_one_problem(client: Client, raw: bytes) -> None:
 
 
 def test_a_name_outside_the_allow_list_is_rejected(client: Client) -> None:
-    refused = client.post("/acme/new-order", {"identifiers": [{"type": "dns", "value": "example.com"}]})
+    refused = client.post(
+        "/acme/new-order", {"identifiers": [{"type": "dns", "value": "example.com"}]}
+    )
     document = problem(refused, "rejectedIdentifier", 400)
     assert "allow-list" in document["detail"]
     both = client.post("/acme/new-order", {"identifiers": [
         {"type": "dns", "value": "example.com"}, {"type": "ip", "value": "192.0.2.1"}]})  # fmt: skip
     assert len(problem(both, "rejectedIdentifier")["subproblems"]) == 2
-    wildcard = client.post("/acme/new-order", {"identifiers": [{"type": "dns", "value": "*.a.test"}]})
+    wildcard = client.post(
+        "/acme/new-order", {"identifiers": [{"type": "dns", "value": "*.a.test"}]}
+    )
     assert "dns-01" in problem(wildcard, "rejectedIdentifier")["detail"]
-    other = client.post("/acme/new-order", {"identifiers": [{"type": "email", "value": "a@b.test"}]})
+    other = client.post(
+        "/acme/new-order", {"identifiers": [{"type": "email", "value": "a@b.test"}]}
+    )
     problem(other, "unsupportedIdentifier")
 
 
@@ -231,7 +239,9 @@ def test_allow_replaces_the_default() -> None:
     )
 
 
-def test_the_whole_flow_issues_a_short_lived_chain(service: AcmeService, client: Client, ca: LocalCA) -> None:
+def test_the_whole_flow_issues_a_short_lived_chain(
+    service: AcmeService, client: Client, ca: LocalCA
+) -> None:
     done, order, _ = issue(service, client, "app.localhost", "b.test")
     assert done.status == 200, done.body
     finished = body(done)
@@ -252,7 +262,9 @@ def test_the_whole_flow_issues_a_short_lived_chain(service: AcmeService, client:
 
 
 def test_finalize_before_validation_is_not_ready(client: Client) -> None:
-    created = body(client.post("/acme/new-order", {"identifiers": [{"type": "dns", "value": "a.test"}]}))
+    created = body(
+        client.post("/acme/new-order", {"identifiers": [{"type": "dns", "value": "a.test"}]})
+    )
     csr, _ = csr_for("a.test")
     problem(client.post(created["finalize"], {"csr": csr}), "orderNotReady", 403)
 
@@ -316,7 +328,9 @@ def test_key_rollover(service: AcmeService, client: Client) -> None:
 # -- revocation and renewal information ------------------------------------------------------
 
 
-def test_revocation_by_account_and_its_key_refused_later(service: AcmeService, client: Client) -> None:
+def test_revocation_by_account_and_its_key_refused_later(
+    service: AcmeService, client: Client
+) -> None:
     done, _, key = issue(service, client, "a.test")
     chain = client.post(body(done)["certificate"], None).body
     leaf = x509.load_pem_x509_certificates(chain)[0]
@@ -324,7 +338,9 @@ def test_revocation_by_account_and_its_key_refused_later(service: AcmeService, c
     other = Client(service)
     other.register()
     problem(other.post("/acme/revoke-cert", {"certificate": der}), "unauthorized", 403)
-    problem(client.post("/acme/revoke-cert", {"certificate": der, "reason": 7}), "badRevocationReason")
+    problem(
+        client.post("/acme/revoke-cert", {"certificate": der, "reason": 7}), "badRevocationReason"
+    )
     assert client.post("/acme/revoke-cert", {"certificate": der, "reason": 1}).status == 200
     problem(client.post("/acme/revoke-cert", {"certificate": der}), "alreadyRevoked")
     # The revoked certificate's key cannot be certified again.
