@@ -43,7 +43,7 @@ class Verified:
         """The payload as a JSON object (an empty payload is not one: POST-as-GET)."""
         try:
             value = json.loads(self.payload)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise malformed("the JWS payload is not JSON") from None
         if not isinstance(value, dict):
             raise malformed("the JWS payload is not a JSON object")
@@ -78,7 +78,7 @@ def parse_flattened(body: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
     """The JWS object and its decoded protected header."""
     try:
         outer = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise malformed("the request body is not JSON") from None
     if not isinstance(outer, dict) or set(outer) != {"protected", "payload", "signature"}:
         raise malformed(
@@ -86,7 +86,7 @@ def parse_flattened(body: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
         )
     try:
         protected = json.loads(b64decode(outer["protected"], "the protected header"))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise malformed("the protected header is not JSON") from None
     if not isinstance(protected, dict):
         raise malformed("the protected header is not a JSON object")

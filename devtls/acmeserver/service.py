@@ -73,6 +73,11 @@ class AcmeService:
             response = self._dispatch(request)
         except AcmeProblem as problem:
             response = self.problem_response(problem)
+        except Exception as exc:  # a bug here must cost one request, not the server
+            self.log(f"internal error on {request.method} {request.path[:100]}: {exc!r}"[:300])
+            response = self.problem_response(
+                AcmeProblem("serverInternal", "the server failed on this request")
+            )
         response.headers.append(("Replay-Nonce", self.nonces.issue()))
         response.headers.append(("Link", f'<{request.base}/directory>;rel="index"'))
         return response
