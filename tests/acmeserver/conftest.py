@@ -16,6 +16,9 @@ import pytest
 
 from tests.conftest import wait_for
 
+# serve --acme's tests run devtls serve in this process, as the forwarder's tests do.
+from tests.proxy.conftest import harness, loop_thread  # noqa: F401
+
 
 def free_ports(count: int) -> list[int]:
     """Distinct free loopback ports (the probes stay open until all are chosen)."""

@@ -6,10 +6,10 @@ import base64
 import json
 from typing import Any
 
+from acme import jws
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from josepy import jwa, jwk
 
-from acme import jws
 from devtls.acmeserver.service import AcmeService
 from devtls.acmeserver.wire import Request, Response
 

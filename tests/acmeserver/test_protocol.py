@@ -8,13 +8,13 @@ import json
 from typing import Any
 
 import pytest
+from acme import jws
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from josepy import jwa, jwk
 
-from acme import jws
 from devtls.acmeserver import orders
 from devtls.acmeserver.allowlist import AllowList
 from devtls.acmeserver.service import AcmeService

@@ -16,7 +16,7 @@ from pathlib import Path
 from cryptography import x509
 
 from tests.acmeserver.conftest import AcmeServerProcess
-from tests.proxy.conftest import Harness, harness, loop_thread  # noqa: F401
+from tests.proxy.conftest import Harness
 
 
 def served_leaf(port: int, host: str, root: Path) -> x509.Certificate:
