@@ -18,6 +18,7 @@ STATUS = {
     "badSignatureAlgorithm": 400,
     "caa": 403,
     "connection": 400,
+    "dns": 400,
     "incorrectResponse": 403,
     "invalidContact": 400,
     "malformed": 400,

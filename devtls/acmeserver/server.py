@@ -30,7 +30,7 @@ from devtls.acmeserver.validate import ValidationPorts, validate
 from devtls.acmeserver.wire import Request, Response, ValidationJob
 from devtls.ca import CERT_FILE, KEY_FILE, LocalCA, resolve_caroot
 from devtls.config import Address, parse_address
-from devtls.errors import CAError, ProtocolError, UsageError
+from devtls.errors import CAError, DevtlsError, ProtocolError, UsageError
 from devtls.issue import check_days, issue_leaf
 from devtls.names import NameKind, parse_name
 from devtls.proxy import http1
@@ -137,6 +137,7 @@ class AcmeServer:
         )
         self.connections: set[AcmeConnection] = set()
         self.validations: set[asyncio.Task[None]] = set()
+        self.running = asyncio.Semaphore(MAX_VALIDATIONS)
         self.slots = HandshakeSlots(MAX_CONNECTIONS, lambda: len(self.connections), write_log)
         self.port = settings.listen.port
         self._generation = -1
@@ -195,18 +196,11 @@ class AcmeServer:
             task.add_done_callback(self.validations.discard)
 
     async def _validate(self, job: ValidationJob) -> None:
-        async with self._semaphore():
+        async with self.running:
             problem = await validate(job, self.settings.ports)
         self.service.complete_validation(job.challenge_id, problem)
         outcome = "valid" if problem is None else f"invalid: {problem.detail}"
         self.write_log(f"{job.type} for {job.identifier.value}: {outcome}")
-
-    _sem: asyncio.Semaphore | None = None
-
-    def _semaphore(self) -> asyncio.Semaphore:
-        if self._sem is None:
-            self._sem = asyncio.Semaphore(MAX_VALIDATIONS)
-        return self._sem
 
     def base_for(self, head: http1.RequestHead) -> str | None:
         """``https://HOST[:PORT]`` from the request's Host, if it is a host name or an IP."""
@@ -386,7 +380,7 @@ async def serve(settings: AcmeServerSettings, write_log: Callable[[str], None]) 
     try:
         listener = await loop.create_server(server.protocol, listen.host or None, listen.port)
     except OSError as exc:
-        raise UsageError(
+        raise DevtlsError(
             f"cannot listen on {listen}: {exc.strerror or exc}",
             "choose another --listen address or port",
         ) from None
