@@ -38,6 +38,7 @@ CORE = {
     "acmeserver.nonces",
     "acmeserver.orders",
     "acmeserver.problems",
+    "acmeserver.revocation",
     "acmeserver.service",
     "acmeserver.state",
     "acmeserver.wire",

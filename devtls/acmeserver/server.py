@@ -1,10 +1,9 @@
 """``devtls acme-server`` on the network: TLS, HTTP/1.1 framing, validations, CA reloads.
 
-TLS is devtls's own (proxy.tls, with its ClientHello checks and connection slots), the HTTP
-framing proxy.http1's; the protocol itself is AcmeService (sans-IO). Everything from the wire
-is bounded: a request head by http1's limits (414, 431), a body by MAX_BODY (413), a request
-by REQUEST_SECONDS (408), open connections by MAX_CONNECTIONS, validations running at once by
-MAX_VALIDATIONS. The CA is read from CAROOT and looked at again every CA_CHECK_SECONDS and at
+TLS is devtls's own (proxy.tls, with its ClientHello checks and connection slots), each
+connection's requests are read in connection.py (bounded there), the protocol itself is
+AcmeService (sans-IO). Open connections are bounded by MAX_CONNECTIONS, validations running at
+once by MAX_VALIDATIONS. The CA is read from CAROOT and looked at again every CA_CHECK_SECONDS and at
 each finalize: a root replaced by ``ca rotate`` is used from then on, without a restart. The
 CA key stays in this process; its own TLS certificate is minted in memory.
 """
@@ -14,46 +13,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import logging
 import os
 import signal
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 from devtls.acmeserver.allowlist import AllowList
+from devtls.acmeserver.connection import AcmeConnection
 from devtls.acmeserver.problems import AcmeProblem
 from devtls.acmeserver.service import AcmeService
 from devtls.acmeserver.validate import ValidationPorts, validate
-from devtls.acmeserver.wire import Request, Response, ValidationJob
+from devtls.acmeserver.wire import ValidationJob
 from devtls.ca import CERT_FILE, KEY_FILE, LocalCA, resolve_caroot
 from devtls.config import Address, parse_address
-from devtls.errors import CAError, DevtlsError, ProtocolError, UsageError
+from devtls.errors import CAError, DevtlsError, UsageError
 from devtls.issue import check_days, issue_leaf
 from devtls.names import NameKind, parse_name
 from devtls.proxy import http1
 from devtls.proxy.routes import host_without_port
 from devtls.proxy.tls import HandshakeSlots, TLSServerProtocol
 
-log = logging.getLogger("devtls")
-
 DEFAULT_LISTEN = "127.0.0.1:14000"
 # Leaves live a week unless --days says otherwise: renewals happen often enough to be tested.
 DEFAULT_DAYS = 7
-# Larger than any ACME request (a CSR with 100 names is about 8 KiB once in a JWS).
-MAX_BODY = 64 * 1024
-REQUEST_SECONDS = 30.0
-IDLE_SECONDS = 60.0
 HANDSHAKE_SECONDS = 10.0
 MAX_CONNECTIONS = 256
 MAX_VALIDATIONS = 8
 MAX_QUEUED_VALIDATIONS = 256
 CA_CHECK_SECONDS = 5.0
 SERVER_CERT_DAYS = 30
-_REASONS = {201: "Created", 204: "No Content", 403: "Forbidden", 409: "Conflict",
-            415: "Unsupported Media Type", 429: "Too Many Requests"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -219,150 +209,6 @@ class AcmeServer:
         if name.kind not in (NameKind.DNS, NameKind.IP) or name.value.startswith("*"):
             return None
         return f"https://{host}"
-
-
-def encode(response: Response, *, head_only: bool, close: bool) -> bytes:
-    headers: http1.Headers = []
-    if response.content_type:
-        headers.append((b"Content-Type", response.content_type.encode("ascii")))
-    if response.status != 204:
-        headers.append((b"Content-Length", b"%d" % len(response.body)))
-    headers.append((b"Cache-Control", b"no-store"))
-    for name, value in response.headers:
-        # Values are built here from validated parts; a line break would still be refused.
-        if "\r" in value or "\n" in value:
-            raise ValueError(f"header {name} holds a line break")
-        headers.append((name.encode("ascii"), value.encode("latin-1")))
-    if close:
-        headers.append((b"Connection", b"close"))
-    reason = _REASONS.get(response.status) or http1.REASONS.get(response.status, "Status")
-    head = http1.encode_head(b"HTTP/1.1 %d %s" % (response.status, reason.encode()), headers)
-    return head if head_only or response.status == 204 else head + response.body
-
-
-class AcmeConnection(asyncio.Protocol):
-    """One client connection: requests in (bounded), the service's answers out."""
-
-    def __init__(self, server: AcmeServer) -> None:
-        self.server = server
-        self.reader = http1.RequestReader()
-        self.transport: asyncio.Transport | None = None
-        self.head: http1.RequestHead | None = None
-        self.body = bytearray()
-        self.timer: asyncio.TimerHandle | None = None
-        self.done = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        self.server.connections.add(self)
-        self._arm(IDLE_SECONDS)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.done = True
-        self._cancel()
-        self.server.connections.discard(self)
-
-    def eof_received(self) -> bool | None:
-        self.close()
-        return False
-
-    def data_received(self, data: bytes) -> None:
-        if self.done:
-            return
-        self.reader.feed(data)
-        try:
-            self._advance()
-        except ProtocolError as exc:
-            self._fail(exc.status_hint, exc.message)
-
-    def _advance(self) -> None:
-        while not self.done:
-            event = self.reader.next_event()
-            if event is None:
-                return
-            if isinstance(event, http1.RequestHead):
-                if event.content_length > MAX_BODY:
-                    self._fail(413, f"request bodies are limited to {MAX_BODY} bytes")
-                    return
-                self.head = event
-                self.body.clear()
-                self._arm(REQUEST_SECONDS)
-                if event.expect_continue and self.transport is not None:
-                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            elif isinstance(event, http1.Data):
-                self.body += event.data
-                if len(self.body) > MAX_BODY:
-                    self._fail(413, f"request bodies are limited to {MAX_BODY} bytes")
-                    return
-            else:
-                self._respond()
-                if self.done:
-                    return
-                self.reader.next_message()
-                self._arm(IDLE_SECONDS)
-
-    def _respond(self) -> None:
-        head, transport = self.head, self.transport
-        assert head is not None
-        assert transport is not None
-        self.head = None
-        base = self.server.base_for(head)
-        if base is None:
-            self._fail(400, "the Host header is not a host name or an IP address")
-            return
-        content_type = next((v for k, v in head.headers if k.lower() == b"content-type"), None)
-        request = Request(
-            head.method.decode("ascii"),
-            head.path.decode("latin-1"),
-            base,
-            content_type.decode("latin-1") if content_type is not None else None,
-            bytes(self.body),
-        )
-        response = self.server.service.handle(request)
-        self.server.start_validations()
-        close = not head.keep_alive
-        transport.write(encode(response, head_only=head.method == b"HEAD", close=close))
-        if close:
-            self.close()
-
-    def _fail(self, status: int, detail: str) -> None:
-        """A framing error: a problem document (with a nonce, as every answer), then close."""
-        problem = AcmeProblem("malformed", detail, status=status)
-        response = AcmeService.problem_response(problem)
-        response.headers.append(("Replay-Nonce", self.server.service.nonces.issue()))
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(encode(response, head_only=False, close=True))
-        self.close()
-
-    def pause_writing(self) -> None:
-        if self.transport is not None:
-            self.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.transport is not None:
-            self.transport.resume_reading()
-
-    def close(self) -> None:
-        self.done = True
-        self._cancel()
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
-
-    def _arm(self, seconds: float) -> None:
-        self._cancel()
-        self.timer = asyncio.get_running_loop().call_later(seconds, self._timed_out)
-
-    def _timed_out(self) -> None:
-        self.timer = None
-        if self.head is not None or self.reader.buffered:
-            self._fail(408, "the request took too long")
-        else:
-            self.close()
-
-    def _cancel(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
 
 
 def directory_url(settings: AcmeServerSettings, port: int) -> str:

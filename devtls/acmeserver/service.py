@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from devtls.acmeserver import jwsverify, orders
+from devtls.acmeserver import jwsverify, orders, revocation
 from devtls.acmeserver.allowlist import AllowList
 from devtls.acmeserver.nonces import NonceStore
 from devtls.acmeserver.problems import AcmeProblem, malformed
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 JOSE_JSON = "application/jose+json"
 MAX_CONTACT_LENGTH = 320
 _ID = r"[A-Za-z0-9_-]{1,64}"
+_CERT_ID = r"[A-Za-z0-9_.-]{1,512}"
 
 
 class AcmeService:
@@ -62,8 +63,12 @@ class AcmeService:
             ("POST", re.compile(rf"/acme/authz/({_ID})"), orders.authorization),
             ("POST", re.compile(rf"/acme/chall/({_ID})"), orders.challenge),
             ("POST", re.compile(rf"/acme/cert/({_ID})"), orders.certificate),
-            ("POST", re.compile(r"/acme/revoke-cert"), orders.revoke),
-            ("GET", re.compile(r"/acme/renewal-info/([A-Za-z0-9_.-]{1,512})"), orders.renewal_info),
+            ("POST", re.compile(r"/acme/revoke-cert"), revocation.revoke),
+            (
+                "GET",
+                re.compile(r"/acme/renewal-info/([A-Za-z0-9_.-]{1,512})"),
+                revocation.renewal_info,
+            ),
         ]
 
     # -- the frame of every answer --------------------------------------------------------

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from josepy import jwa, jwk
 
-from devtls.acmeserver import orders
+from devtls.acmeserver import revocation
 from devtls.acmeserver.allowlist import AllowList
 from devtls.acmeserver.service import AcmeService
 from devtls.ca import LocalCA
@@ -347,7 +347,7 @@ def test_revocation_by_account_and_its_key_refused_later(
     order = validated_order(service, client, "a.test")
     csr, _ = csr_for("a.test", key=key)
     assert "revoked" in problem(client.post(order["finalize"], {"csr": csr}), "badCSR")["detail"]
-    ident = orders.cert_id(leaf)
+    ident = revocation.cert_id(leaf)
     assert ident is not None
     window = body(client.get(f"/acme/renewal-info/{ident}"))["suggestedWindow"]
     assert window["start"] < window["end"]
@@ -365,7 +365,7 @@ def test_revocation_by_the_certificate_key(service: AcmeService, client: Client)
 def test_renewal_info_window(service: AcmeService, client: Client) -> None:
     done, _, _ = issue(service, client, "c.test")
     leaf = x509.load_pem_x509_certificates(client.post(body(done)["certificate"], None).body)[0]
-    answer = client.get(f"/acme/renewal-info/{orders.cert_id(leaf)}")
+    answer = client.get(f"/acme/renewal-info/{revocation.cert_id(leaf)}")
     assert answer.status == 200
     assert header(answer, "Retry-After")
     window = body(answer)["suggestedWindow"]
