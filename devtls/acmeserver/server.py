@@ -3,9 +3,9 @@
 TLS is devtls's own (proxy.tls, with its ClientHello checks and connection slots), each
 connection's requests are read in connection.py (bounded there), the protocol itself is
 AcmeService (sans-IO). Open connections are bounded by MAX_CONNECTIONS, validations running at
-once by MAX_VALIDATIONS. The CA is read from CAROOT and looked at again every CA_CHECK_SECONDS and at
-each finalize: a root replaced by ``ca rotate`` is used from then on, without a restart. The
-CA key stays in this process; its own TLS certificate is minted in memory.
+once by MAX_VALIDATIONS. The CA is read from CAROOT and looked at again every CA_CHECK_SECONDS
+and at each finalize: a root replaced by ``ca rotate`` is used from then on, without a restart.
+The CA key stays in this process; its own TLS certificate is minted in memory.
 """
 
 from __future__ import annotations
