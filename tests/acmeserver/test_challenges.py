@@ -137,3 +137,18 @@ def test_any_body_gets_a_problem_never_an_exception(body: bytes, path: str) -> N
                                       "application/jose+json", body))  # fmt: skip
     assert 400 <= response.status < 500
     assert response.content_type == "application/problem+json"
+
+
+def test_http01_for_an_ip_identifier_goes_to_that_address() -> None:
+    http_port, tls_port = free_ports(2)
+    job = ValidationJob("c", "http-01", Identifier("ip", "127.0.0.1"), "token", KEY_AUTH)
+
+    async def scenario() -> AcmeProblem | None:
+        server = await answer_with(KEY_AUTH.encode(), http_port)
+        try:
+            return await validate(job, ValidationPorts(http_port, tls_port))
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(scenario()) is None

@@ -372,3 +372,26 @@ def test_renewal_info_window(service: AcmeService, client: Client) -> None:
     start = dt.datetime.fromisoformat(window["start"].replace("Z", "+00:00"))
     assert leaf.not_valid_before_utc < start < leaf.not_valid_after_utc
     assert client.get("/acme/renewal-info/AAAA.AAAA").status == 404
+
+
+def test_every_resource_reads_as_the_acme_library_reads_it(
+    service: AcmeService, client: Client
+) -> None:
+    """The resource objects parse with acme.messages, the classes certbot and serve --acme use."""
+    from acme import messages
+
+    directory = messages.Directory.from_json(body(client.get("/directory")))
+    assert directory.meta.external_account_required is False
+    account = messages.Registration.from_json(body(client.post(client.kid, None)))
+    assert account.status == "valid"  # Registration keeps it as the text
+    done, order, _ = issue(service, client, "a.test")
+    parsed = messages.Order.from_json(body(done))
+    assert parsed.status == messages.STATUS_VALID
+    assert [i.value for i in parsed.identifiers] == ["a.test"]
+    authz = messages.Authorization.from_json(body(client.post(order["authorizations"][0], None)))
+    assert authz.status == messages.STATUS_VALID
+    assert any(
+        c.chall.typ == "http-01" and c.status == messages.STATUS_VALID for c in authz.challenges
+    )
+    error = messages.Error.from_json(body(client.post("/acme/new-order", {"identifiers": []})))
+    assert error.code == "malformed"
