@@ -74,6 +74,18 @@ def thumbprint(jwk: Any) -> str:
     return b64encode(jwk.thumbprint())
 
 
+def thumbprint_of(raw: object) -> str | None:
+    """The thumbprint of a JWK given as JSON, or None if it is not one (members in any order)."""
+    from josepy import jwk as jwk_module
+
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return thumbprint(jwk_module.JWK.from_json(raw))
+    except Exception:  # josepy raises several kinds on bad input; all mean "not a key"
+        return None
+
+
 def parse_flattened(body: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
     """The JWS object and its decoded protected header."""
     try:

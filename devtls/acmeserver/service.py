@@ -236,8 +236,7 @@ class AcmeService:
         payload = inner.json()
         if payload.get("account") != verified.kid:
             raise malformed("the inner payload's 'account' is not the signing account")
-        old_key = payload.get("oldKey")
-        if not isinstance(old_key, dict) or old_key != account.jwk.to_json():
+        if jwsverify.thumbprint_of(payload.get("oldKey")) != account.thumbprint:
             raise malformed("the inner payload's 'oldKey' is not the account's current key")
         thumbprint = jwsverify.thumbprint(inner.jwk)
         taken = self.store.account_by_thumbprint.get(thumbprint)
