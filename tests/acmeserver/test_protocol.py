@@ -17,6 +17,7 @@ from josepy import jwa, jwk
 
 from devtls.acmeserver import revocation
 from devtls.acmeserver.allowlist import AllowList
+from devtls.acmeserver.jwsverify import crypto_key
 from devtls.acmeserver.service import AcmeService
 from devtls.ca import LocalCA
 from tests.acmeserver.fakeclient import BASE, Client, body, header
@@ -275,7 +276,7 @@ def test_csr_names_must_equal_the_order(service: AcmeService, client: Client) ->
         csr, _ = csr_for(*names)
         problem(client.post(order["finalize"], {"csr": csr}), "badCSR", 400)
     # The account key is not a certificate key.
-    csr, _ = csr_for("a.test", key=client.jwk.key._wrapped)
+    csr, _ = csr_for("a.test", key=crypto_key(client.jwk))
     problem(client.post(order["finalize"], {"csr": csr}), "badCSR", 400)
 
 
