@@ -19,6 +19,7 @@ from devtls.acmeserver import revocation
 from devtls.acmeserver.allowlist import AllowList
 from devtls.acmeserver.jwsverify import crypto_key
 from devtls.acmeserver.service import AcmeService
+from devtls.acmeserver.wire import Request
 from devtls.ca import LocalCA
 from tests.acmeserver.fakeclient import BASE, Client, body, header
 
@@ -185,9 +186,7 @@ def test_jwk_and_kid_are_not_interchangeable(client: Client) -> None:
     wrong_key = client.post("/acme/new-order", {"identifiers": []}, key=key)
     problem(wrong_key, "malformed", 400)
     wrong_type = client.service.handle(
-        __import__("devtls.acmeserver.wire", fromlist=["Request"]).Request(
-            "POST", "/acme/new-order", BASE, "application/json", b"{}"
-        )
+        Request("POST", "/acme/new-order", BASE, "application/json", b"{}")
     )
     assert wrong_type.status == 415
 
