@@ -563,6 +563,36 @@ def hosts_clean(dry_run: HostsDryRun = False) -> None:
     _print_hosts_change(hosts.clean(dry_run=dry_run), dry_run)
 
 
+@app.command(name="acme-server")
+@reports_errors
+def acme_server(
+    listen: Annotated[
+        str | None,
+        typer.Option("--listen", metavar="ADDR", help="Where to listen (default 127.0.0.1:14000)."),
+    ] = None,
+    allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow",
+            metavar="NAME",
+            help="Names it issues for, repeatable, replacing the default list: a name, '*.suffix',"
+            " an IP or a network (default: localhost, *.localhost, *.test, *.internal,"
+            " 127.0.0.0/8, ::1).",
+            show_default=False,
+        ),
+    ] = None,
+    days: Annotated[
+        int | None,
+        typer.Option("--days", metavar="N", help="Validity of the certificates (default 7)."),
+    ] = None,
+) -> None:
+    """An ACME server (RFC 8555) issuing from the local CA, for certbot, lego, Caddy, Traefik."""
+    from devtls.acmeserver.server import AcmeServerSettings, check_installed, run
+
+    check_installed()
+    raise typer.Exit(run(AcmeServerSettings.build(listen, allow, days)))
+
+
 def main() -> None:
     """Console entry point."""
     try:

@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 packages=(mkcert openssl curl ca-certificates libnss3-tools chromium openjdk-17-jre-headless
     ca-certificates-java nodejs pebble postgresql nghttp2-client wget firefox-esr mmdebstrap
     iproute2 util-linux # serve --lan's tests: network namespaces, veth pairs, unshare --uts
+    certbot lego caddy # the ACME clients acme-server is tested with
     gcc libc6-dev python3-dev) # a C compiler and Python's headers build the compiled core
 missing=()
 for pkg in "${packages[@]}"; do
