@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -18,15 +16,7 @@ from tests.conftest import wait_for
 
 # serve --acme's tests run devtls serve in this process, as the forwarder's tests do.
 from tests.proxy.conftest import harness, loop_thread  # noqa: F401
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports (the probes stay open until all are chosen)."""
-    with contextlib.ExitStack() as stack:
-        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [int(probe.getsockname()[1]) for probe in probes]
+from tests.routerprocess import free_ports
 
 
 @dataclass

@@ -22,7 +22,7 @@ from devtls.acmeserver.service import AcmeService
 from devtls.acmeserver.validate import ValidationPorts, validate
 from devtls.acmeserver.wire import Request, ValidationJob
 from devtls.ca import LocalCA
-from tests.acmeserver.conftest import free_ports
+from tests.routerprocess import free_ports
 
 KEY_AUTH = "token.thumbprint"
 NAME = Identifier("dns", "app.localhost")

@@ -25,19 +25,7 @@ import pytest
 from devtls.ca import LocalCA
 from tests.conftest import require_tool, run
 from tests.proxy.conftest import Harness
-
-
-def free_port() -> int:
-    return free_ports(1)[0]
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free ports: the probes stay open until all are chosen, so none repeats."""
-    with contextlib.ExitStack() as stack:
-        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [int(probe.getsockname()[1]) for probe in probes]
+from tests.routerprocess import free_port, free_ports
 
 
 @dataclass
