@@ -56,7 +56,7 @@ def test_bash_lines_and_bundle(fresh_ca: LocalCA) -> None:
 )
 def test_shell_syntax(fresh_ca: LocalCA, shell: str, line: str) -> None:
     lines = env_lines(shell)
-    assert len(lines) == 3
+    assert len(lines) == 4
     assert any(entry.startswith(line) for entry in lines)
 
 
@@ -91,6 +91,15 @@ def test_python_and_node_trust_the_ca_through_env(fresh_ca: LocalCA, tls_server:
         env={**os.environ, **values},
     )  # fmt: skip
     assert node_env.stdout == "trusted", node_env.stderr
+    # Debian's curl ignores SSL_CERT_FILE: only CURL_CA_BUNDLE gets it there.
+    curl = require_tool("curl")
+    curl_plain = subprocess.run([curl, "-sS", url], capture_output=True, text=True, check=False)
+    assert curl_plain.returncode == 60, curl_plain.stderr
+    curl_env = subprocess.run(
+        [curl, "-sS", url], capture_output=True, text=True, check=False,
+        env={**os.environ, **values},
+    )  # fmt: skip
+    assert curl_env.stdout == "trusted", curl_env.stderr
 
 
 def test_system_roots_are_found() -> None:
