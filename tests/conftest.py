@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from devtls.ca import LocalCA
+from tests.firefoxpolicy import kept_policy_files
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -45,6 +46,12 @@ def run(
     return subprocess.run(  # type: ignore[call-overload, no-any-return]
         [str(a) for a in args], capture_output=True, text=True, check=check, timeout=120, **kwargs
     )
+
+
+@pytest.fixture(autouse=True)
+def system_policy_files() -> Iterator[dict[str, tuple[int, bytes | None]]]:
+    """Firefox's system policy files, put back exactly as they were after every test."""
+    yield from kept_policy_files()
 
 
 @pytest.fixture(autouse=True)

@@ -19,8 +19,9 @@ from devtls.truststores.firefox_policy_linux import (
 from devtls.truststores.nss import NSSStore
 from devtls.truststores.policies import RECORD_FILE, cert_file_name
 from tests.conftest import IN_CI, require_tool, run, wait_for
+from tests.firefoxpolicy import policy_snapshot
 from tests.routerprocess import router
-from tests.truststores.conftest import devtls, policy_snapshot
+from tests.truststores.conftest import devtls
 from tests.truststores.firefox import firefox_visit
 
 
