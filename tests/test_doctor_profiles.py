@@ -113,3 +113,58 @@ def test_no_profile_at_all_is_skipped_or_says_install_creates_one(tmp_path: Path
         ("skip", None),
         ("warn", "devtls install --store nss"),
     )
+
+
+class RecordedPolicy:
+    """A Firefox policy whose answer the test sets: is the root named in it, or is it broken."""
+
+    def __init__(self, installed: bool, broken: bool = False, admin: bool = False) -> None:
+        self.installed = installed
+        self.broken = broken
+        self.admin = admin
+
+    def has_rights(self) -> bool:
+        return self.admin
+
+    def location(self) -> str:
+        return "/etc/firefox/policies/policies.json"
+
+    def is_installed(self, ca: object) -> bool:
+        if self.broken:
+            from devtls.errors import TrustStoreError
+
+            raise TrustStoreError("/etc/firefox/policies/policies.json is not valid JSON")
+        return self.installed
+
+
+def test_profiles_created_later_depend_on_the_firefox_policy(tmp_path: Path) -> None:
+    ca, caroot = loaded(tmp_path)
+    ctx = context(tmp_path, caroot)
+    ctx.ca = ca
+    firefox_profile(ctx.home / ".mozilla/firefox", "abcd.default-esr")
+
+    missing = by_name(check_profiles(ctx, RecordedPolicy(False)), "nss firefox policy")
+    assert missing.state == "warn"
+    assert "a profile created from now on will not trust it" in missing.found
+    assert missing.fix is not None
+    assert missing.fix.startswith("sudo ")
+    assert missing.fix.endswith("install --store nss")
+    as_admin = by_name(check_profiles(ctx, RecordedPolicy(False, admin=True)), "nss firefox policy")
+    assert as_admin.fix == "devtls install --store nss"
+
+    named = by_name(check_profiles(ctx, RecordedPolicy(True)), "nss firefox policy")
+    assert named.state == "ok"
+    assert "/etc/firefox/policies/policies.json" in named.found
+
+    broken = by_name(check_profiles(ctx, RecordedPolicy(False, broken=True)), "nss firefox policy")
+    assert broken.state == "fail"
+    assert "not valid JSON" in broken.found
+
+
+def test_no_firefox_means_no_policy_check(tmp_path: Path, monkeypatch) -> None:
+    ca, caroot = loaded(tmp_path)
+    ctx = context(tmp_path, caroot)
+    ctx.ca = ca
+    monkeypatch.setattr(ctx, "which", lambda name: None)
+    names = [c.name for c in check_profiles(ctx, RecordedPolicy(False))]
+    assert "nss firefox policy" not in names

@@ -77,10 +77,12 @@ def run(ctx: Context) -> Report:
         groups.append(("store system", system_check))
     if any(s.name == "java" for s in selected):
         groups.append(("store java", lambda: [check_java(ctx)]))
-    if any(s.name == "nss" for s in selected):
+    nss = next((s for s in selected if s.name == "nss"), None)
+    if nss is not None:
         from devtls.doctor.profiles import check_profiles
 
-        groups.append(("nss", lambda: check_profiles(ctx)))
+        policy = getattr(nss, "policy", None)
+        groups.append(("nss", lambda: check_profiles(ctx, policy)))
     others = [s for s in selected if s.name not in CHECKED_HERE]
     groups.append(("stores", lambda: [check_other(ctx, s) for s in others]))
     groups.append(("wsl", lambda: check_wsl(ctx, selected)))

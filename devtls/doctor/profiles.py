@@ -12,7 +12,11 @@ from pathlib import Path
 
 from devtls.doctor.model import Check, Context, package_install, quote, run_tool
 from devtls.doctor.stores import RecordingRunner
+from devtls.errors import TrustStoreError
+from devtls.truststores.policies import FirefoxPolicy
 
+# Where a Firefox is installed, even before its first profile exists.
+FIREFOX_BINARIES = ("firefox", "firefox-esr")
 NSS_TOOLS = {
     "apt-get": "libnss3-tools",
     "dnf": "nss-tools",
@@ -38,13 +42,43 @@ def label(db: str, home: Path) -> str:
     return f"{browser} {shown}"
 
 
-def check_profiles(ctx: Context) -> list[Check]:
+def check_policy(ctx: Context, policy: FirefoxPolicy | None, databases: list[str]) -> list[Check]:
+    """Whether Firefox profiles made from now on trust the root: only the enterprise policy
+    gives it to them (each existing profile is checked on its own)."""
+    firefox = any("firefox" in db.lower() for db in databases) or any(
+        ctx.which(binary) for binary in FIREFOX_BINARIES
+    )
+    if policy is None or ctx.ca is None or not firefox:
+        return []
+    name = "nss firefox policy"
+    try:
+        installed = policy.is_installed(ctx.ca)
+    except TrustStoreError as exc:
+        return [Check(name, "fail", f"{policy.location()}: {exc}", None)]
+    if installed:
+        return [Check(name, "ok", f"new Firefox profiles get the root from {policy.location()}")]
+    from devtls.truststores.base import rerun_command
+
+    fix = "devtls install --store nss" if policy.has_rights() else rerun_command("nss")
+    return [
+        Check(
+            name,
+            "warn",
+            f"the Firefox policy ({policy.location()}) does not name the root: a profile "
+            "created from now on will not trust it",
+            fix,
+        )
+    ]
+
+
+def check_profiles(ctx: Context, policy: FirefoxPolicy | None = None) -> list[Check]:
     from devtls.truststores.nss import NSSStore
 
     runner = RecordingRunner(ctx.timeout)
     store = NSSStore(runner=runner, home=ctx.home)
     store.certutil = ctx.which("certutil")
     databases = store.databases()
+    later = check_policy(ctx, policy, databases)
     if not databases:
         availability = store.available()
         if availability.available:
@@ -55,9 +89,10 @@ def check_profiles(ctx: Context) -> list[Check]:
                     "warn",
                     "a Chromium-family browser is installed but has no NSS database yet",
                     "devtls install --store nss",
-                )
+                ),
+                *later,
             ]
-        return [Check("nss", "skip", "no Firefox or Chromium profile found")]
+        return [Check("nss", "skip", "no Firefox or Chromium profile found"), *later]
     names = [f"profile {label(db, ctx.home)}" for db in databases]
     if store.certutil is None:
         no_certutil = [
@@ -69,11 +104,11 @@ def check_profiles(ctx: Context) -> list[Check]:
                 package_install(NSS_TOOLS),
             )
         ]
-        return no_certutil + [Check(n, "skip", "not checked (no certutil)") for n in names]
+        return no_certutil + [Check(n, "skip", "not checked (no certutil)") for n in names] + later
     assert ctx.ca is not None
     missing = set(store.missing_from(ctx.ca))
     if runner.trouble:
-        return [Check("nss", "warn", f"cannot tell: {runner.trouble}", None)]
+        return [Check("nss", "warn", f"cannot tell: {runner.trouble}", None), *later]
     vfychain = ctx.which("vfychain")
     checks: list[Check] = []
     for db, name in zip(databases, names, strict=True):
@@ -85,7 +120,7 @@ def check_profiles(ctx: Context) -> list[Check]:
             )
             continue
         checks.append(_verify(ctx, vfychain, db, name, store.nickname(ctx.ca)))
-    return checks
+    return checks + later
 
 
 def _verify(ctx: Context, vfychain: str | None, db: str, name: str, nickname: str) -> Check:
