@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -84,9 +85,13 @@ def devtls(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @contextmanager
-def http_upstream(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
-    """A threaded plain-HTTP upstream on a free loopback port; yields the port."""
+def http_upstream(
+    handler: type[BaseHTTPRequestHandler], tls: ssl.SSLContext | None = None
+) -> Iterator[int]:
+    """A threaded HTTP server on a free loopback port (HTTPS with ``tls``); yields the port."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -94,3 +99,4 @@ def http_upstream(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
     finally:
         server.shutdown()
         server.server_close()
+        thread.join(10)

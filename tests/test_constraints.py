@@ -8,10 +8,9 @@ import os
 import ssl
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from devtls.errors import CAError, IssueError, UsageError
 from devtls.issue import sign_csr
 from devtls.names import parse_name
 from tests.conftest import require_tool, run
+from tests.routerprocess import http_upstream
 
 DEV_NAMES = "localhost,.localhost,.test,.internal,127.0.0.0/8,::1/128"
 INSIDE, OUTSIDE = "app.test", "app.example"
@@ -235,16 +235,8 @@ def https_server(cert_pem: bytes, key_pem: bytes, folder: Path) -> Iterator[int]
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hello)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with http_upstream(Hello, tls=context) as port:
+        yield port
 
 
 @pytest.fixture
