@@ -50,6 +50,11 @@ py=.venv/bin/python
 # With a C compiler, the editable install compiles the core (setup.py) into the source tree:
 # extension modules next to their .py files, which Python imports first.
 "$py" -m pip install -q --disable-pip-version-check -e '.[test]'
+# sslyze, the TLS scanner tests/proxy/test_tls_scanner.py runs, pins a cryptography older than
+# devtls's, so it has a venv of its own.
+scanner=.venv-sslyze
+[[ -x $scanner/bin/sslyze ]] || python3 -m venv "$scanner"
+"$scanner/bin/python" -m pip install -q --disable-pip-version-check 'sslyze==6.3.1'
 # They are removed before the pure run and whatever happens, so the tree is left pure: an
 # edited .py file is never shadowed by an old build of it. `pip install -e .` builds them again.
 ext_suffix=$("$py" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
