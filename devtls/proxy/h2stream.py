@@ -471,8 +471,23 @@ class H2Stream:
         elif self.refused:
             # A refused WebSocket's answer, out after exchange_done (it waited for a window).
             self.stop_request()
-        # Else the request is still coming: up to DISCARD_LIMIT of it is read and dropped
-        # (a tunnel's client half may still carry bytes for the upstream).
+        else:
+            # The request is still coming: up to DISCARD_LIMIT of it is read and dropped (a
+            # tunnel's client half may still carry bytes for the upstream).
+            self._stop_checking_request_length()
+
+    def _stop_checking_request_length(self) -> None:
+        """Answered, a request short or long of its content-length concerns this stream only.
+
+        curl, answered before its upload is done, ends the request at once with an empty
+        DATA frame. h2 takes a body short of its content-length for a connection error,
+        and every other stream on the connection would go with it; RFC 9113 8.1.1 makes
+        it this stream's error, and this stream is done.
+        """
+        stream = self.connection.h2.streams.get(self.stream_id)
+        if stream is not None:
+            # h2 has no public setting for this: the declared length is kept here.
+            stream._expected_content_length = None
 
     def stop_request(self) -> None:
         """Answered, and the request still coming: the client is asked to stop (RFC 9113 8.1)."""

@@ -40,6 +40,7 @@ from tests.conftest import wait_for
 from tests.proxy.conftest import Harness
 from tests.proxy.h2client import Fields, H2Client, Received, frame_bytes, get, request_fields
 from tests.proxy.rawupstream import RawUpstream, Seen, ok, raw_upstream
+from tests.routerprocess import free_port
 
 SETTINGS_MAX_CONCURRENT_STREAMS = 3
 SETTINGS_INITIAL_WINDOW_SIZE = 4
@@ -588,6 +589,25 @@ def test_body_not_its_content_length_gets_goaway(harness: Harness, pieces: list[
         assert wait_for(lambda: not upstream.threads[0].is_alive(), 3)
         assert upstream.seen == []
         still_serves(harness, proxy)
+
+
+def test_body_cut_short_once_answered_ends_only_its_stream(harness: Harness) -> None:
+    # curl, answered before its upload is done (here a 502: nothing listens upstream), ends
+    # its request with an empty DATA frame, short of its content-length. The answer is
+    # complete: RFC 9113 8.1.1 makes that this stream's error, and the stream is done.
+    proxy = harness.start_proxy(str(free_port()))
+    with connect(proxy, harness) as client:
+        post = [*request_fields(b"/upload", method=b"POST"), (b"content-length", b"100000")]
+        client.send(client.headers_frame(1, post, end_stream=False))
+        client.send(client.data_frame(1, b"x" * 16384))
+        received = client.read(lambda r: r.ended(1))
+        assert received.status(1) == 502
+        client.send(client.data_frame(1, b"", end_stream=True))
+        client.send(client.headers_frame(3, request_fields(b"/next")))
+        received = client.read(lambda r: r.ended(3))
+        assert received.status(3) == 502
+    assert received.goaway is None, received.frames[-5:]
+    assert not logged(harness, "HTTP/2 error"), harness.log
 
 
 def test_cookie_crumbs_arrive_as_one_field(harness: Harness) -> None:
