@@ -15,6 +15,7 @@ sslyze pins an older cryptography than devtls, so scripts/test.sh gives it a ven
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -77,7 +78,8 @@ def assert_hardened(deviations: set[str], known: set[str], results: dict[str, An
 
     def result(name: str) -> dict[str, Any]:
         assert results[name]["status"] == "COMPLETED", results[name]
-        return results[name]["result"]
+        found: dict[str, Any] = results[name]["result"]
+        return found
 
     for old in ("ssl_2_0", "ssl_3_0", "tls_1_0", "tls_1_1"):
         assert not result(f"{old}_cipher_suites")["is_tls_version_supported"], old
@@ -115,25 +117,15 @@ def banner_port(lines: list[str]) -> int:
     return int(match.group(1))
 
 
-def test_serve_with_minted_ecdsa_leaves(session_ca_dir: Path, tmp_path: Path) -> None:
-    with serving("--listen", "127.0.0.1:0", caroot=session_ca_dir) as (process, lines):
-        assert process.poll() is None, lines
-        deviations, results = scan(
-            banner_port(lines), session_ca_dir / "rootCA.pem", tmp_path / "scan.json"
-        )
-    assert_hardened(deviations, {CURVES, LIFESPAN}, results)
-    suites = results["tls_1_2_cipher_suites"]["result"]["accepted_cipher_suites"]
-    assert all("_ECDSA_" in s["cipher_suite"]["name"] for s in suites)
-
-
-def test_serve_with_an_rsa_cert_file(
-    session_ca_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # `devtls cert` makes RSA 2048 leaves by default, as mkcert does: the ECDHE-RSA suites.
-    monkeypatch.setenv("CAROOT", str(session_ca_dir))
-    run(sys.executable, "-m", "devtls", "cert", "localhost", cwd=tmp_path)
-    cert, key = tmp_path / "localhost.pem", tmp_path / "localhost-key.pem"
-    args = ("--listen", "127.0.0.1:0", "--cert", str(cert), "--key", str(key))
+@pytest.mark.parametrize("leaf", ["minted-ecdsa", "rsa-cert-file"])
+def test_serve(session_ca_dir: Path, tmp_path: Path, leaf: str) -> None:
+    args = ["--listen", "127.0.0.1:0"]
+    if leaf == "rsa-cert-file":
+        # `devtls cert` makes RSA 2048 leaves by default, as mkcert does: the ECDHE-RSA suites.
+        environ = {**os.environ, "CAROOT": str(session_ca_dir)}
+        run(sys.executable, "-m", "devtls", "cert", "localhost", cwd=tmp_path, env=environ)
+        args += ["--cert", str(tmp_path / "localhost.pem")]
+        args += ["--key", str(tmp_path / "localhost-key.pem")]
     with serving(*args, caroot=session_ca_dir) as (process, lines):
         assert process.poll() is None, lines
         deviations, results = scan(
@@ -141,7 +133,8 @@ def test_serve_with_an_rsa_cert_file(
         )
     assert_hardened(deviations, {CURVES, LIFESPAN}, results)
     suites = results["tls_1_2_cipher_suites"]["result"]["accepted_cipher_suites"]
-    assert all("_RSA_" in s["cipher_suite"]["name"] for s in suites)
+    key_exchange = "_RSA_" if leaf == "rsa-cert-file" else "_ECDSA_"
+    assert all(key_exchange in s["cipher_suite"]["name"] for s in suites)
 
 
 def test_acme_server(tmp_path: Path) -> None:
