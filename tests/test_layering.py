@@ -44,6 +44,7 @@ CORE = {
     "acmeserver.orders",
     "acmeserver.problems",
     "acmeserver.revocation",
+    "acmeserver.saved",
     "acmeserver.service",
     "acmeserver.state",
     "acmeserver.wire",

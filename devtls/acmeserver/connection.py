@@ -125,7 +125,7 @@ class AcmeConnection(asyncio.Protocol):
             bytes(self.body),
         )
         response = self.server.service.handle(request)
-        self.server.start_validations()
+        self.server.request_handled()
         close = not head.keep_alive
         transport.write(encode(response, head_only=head.method == b"HEAD", close=close))
         if close:

@@ -24,6 +24,7 @@ from devtls.acmeserver.allowlist import AllowList
 from devtls.acmeserver.connection import AcmeConnection
 from devtls.acmeserver.problems import AcmeProblem
 from devtls.acmeserver.service import AcmeService
+from devtls.acmeserver.statefile import StateFile, state_path
 from devtls.acmeserver.validate import ValidationPorts, validate
 from devtls.acmeserver.wire import ValidationJob
 from devtls.ca import CERT_FILE, KEY_FILE, LocalCA, resolve_caroot
@@ -125,6 +126,8 @@ class AcmeServer:
         self.service = AcmeService(
             self.watcher.current, settings.allow, days=settings.days, log=write_log
         )
+        self.state_file = StateFile(state_path(settings.caroot, settings.listen), write_log)
+        self.state_file.load(self.service.store)
         self.connections: set[AcmeConnection] = set()
         self.validations: set[asyncio.Task[None]] = set()
         self.running = asyncio.Semaphore(MAX_VALIDATIONS)
@@ -173,6 +176,11 @@ class AcmeServer:
                     self.context = self._mint()
                 except CAError as exc:
                     self.write_log(f"cannot renew this server's own certificate: {exc}")
+
+    def request_handled(self) -> None:
+        """What a request asked for beyond its answer: validations to run, accounts to save."""
+        self.state_file.save_if_changed(self.service.store)
+        self.start_validations()
 
     def start_validations(self) -> None:
         jobs, self.service.jobs = self.service.jobs, []
@@ -240,8 +248,9 @@ async def serve(settings: AcmeServerSettings, write_log: Callable[[str], None]) 
     write_log(f"allowed names: {settings.allow.describe()}")
     write_log(
         f"certificates valid {settings.days} days; http-01 checked on port {ports.http},"
-        f" tls-alpn-01 on port {ports.tls}; accounts and orders live in memory only"
+        f" tls-alpn-01 on port {ports.tls}"
     )
+    write_log(server.state_file.describe())
     watcher = asyncio.ensure_future(server.watch_ca())
     try:
         await stop.wait()

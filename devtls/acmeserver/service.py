@@ -140,9 +140,7 @@ class AcmeService:
         prefix = self.url(request, "/acme/acct/")
         account = self.store.accounts.get(kid[len(prefix) :]) if kid.startswith(prefix) else None
         if account is None:
-            raise AcmeProblem(
-                "accountDoesNotExist", "no account has this URL (a restart forgets them)"
-            )
+            raise AcmeProblem("accountDoesNotExist", "no account has this URL")
         if account.status != "valid":
             raise AcmeProblem("unauthorized", f"the account is {account.status}", status=401)
         return account
@@ -211,13 +209,14 @@ class AcmeService:
             raise AcmeProblem("unauthorized", "this is another account's URL")
         if not verified.is_post_as_get:
             payload = verified.json()
+            status = payload.get("status")
+            if status is not None and status not in ("deactivated", account.status):
+                raise malformed("an account's status can only be changed to 'deactivated'")
             if "contact" in payload:
                 account.contact = parse_contact(payload)
-            status = payload.get("status")
             if status == "deactivated":  # RFC 8555 7.3.6
                 account.status = "deactivated"
-            elif status is not None and status != account.status:
-                raise malformed("an account's status can only be changed to 'deactivated'")
+            self.store.changed()
         return self._account_response(request, account, 200)
 
     def _account_orders(self, request: Request, account_id: str) -> Response:

@@ -1,7 +1,8 @@
 """Accounts, orders, authorizations, challenges and certificates, in memory and bounded.
 
-Nothing is written to disk: a restart forgets accounts (clients register again on their
-own) and the revocation list. Each kind of object has a ceiling; past it the expired and
+Accounts and the revoked keys are what a restart must not forget (saved.py turns them into
+bytes; ``revision`` tells the server when to write them again); orders, authorizations and
+certificates live only in memory. Each kind of object has a ceiling; past it the expired and
 finished ones are dropped first, and a request that would still exceed it is refused with
 ``rateLimited``, so a client looping on newAccount or newOrder cannot grow the process.
 """
@@ -134,15 +135,23 @@ class Store:
         self.certificate_by_serial: dict[int, str] = {}
         # SHA-256 of the SubjectPublicKeyInfo of every revoked certificate: refused at finalize.
         self.revoked_keys: OrderedDict[str, None] = OrderedDict()
+        # Counts the changes to what is saved: accounts and revoked keys.
+        self.revision = 0
+
+    def changed(self) -> None:
+        """An account's contacts or status changed in place."""
+        self.revision += 1
 
     def add_account(self, account: Account) -> None:
         self.accounts.add(account.id, account)
         self.account_by_thumbprint[account.thumbprint] = account.id
+        self.revision += 1
 
     def rekey(self, account: Account, jwk: Any, thumbprint: str) -> None:
         self.account_by_thumbprint.pop(account.thumbprint, None)
         account.jwk, account.thumbprint = jwk, thumbprint
         self.account_by_thumbprint[thumbprint] = account.id
+        self.revision += 1
 
     def add_order(self, order: Order, authzs: list[Authorization], now: dt.datetime) -> None:
         if len(self.orders) + 1 > self.orders.limit or len(self.authzs) + len(authzs) > (
@@ -181,5 +190,6 @@ class Store:
 
     def revoke_key(self, spki_sha256: str) -> None:
         self.revoked_keys[spki_sha256] = None
+        self.revision += 1
         while len(self.revoked_keys) > MAX_REVOKED_KEYS:
             self.revoked_keys.popitem(last=False)

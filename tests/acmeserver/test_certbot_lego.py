@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography import x509
 
-from tests.acmeserver.conftest import AcmeServerProcess
+from tests.acmeserver.conftest import AcmeServerProcess, start_acme_server, stop_acme_server
 from tests.conftest import require_tool, run
+from tests.routerprocess import free_port
 
 
 def serial_of(path: Path) -> int:
@@ -114,3 +116,51 @@ def test_lego_tls_alpn01(acme_server: AcmeServerProcess, tmp_path: Path) -> None
     assert got.returncode == 0, got.stdout + got.stderr + acme_server.log()
     verifies(acme_server.root, tmp_path / "lego" / "certificates" / "tls.localhost.crt")
     assert "tls-alpn-01 for tls.localhost: valid" in acme_server.log()
+
+
+def restarted(server: AcmeServerProcess) -> AcmeServerProcess:
+    """The same server stopped and started again: same CAROOT, address and validation ports."""
+    stop_acme_server(server)
+    port = str(urlsplit(server.directory).port)
+    environ = {
+        "DEVTLS_ACME_HTTP_PORT": str(server.http_port),
+        "DEVTLS_ACME_TLS_PORT": str(server.tls_port),
+    }
+    again = start_acme_server(server.caroot, "--listen", f"127.0.0.1:{port}", env=environ)
+    assert again.directory == server.directory
+    assert "1 accounts read from" in again.log(), again.log()
+    return again
+
+
+def test_certbot_and_lego_renew_after_the_server_restarts(tmp_path: Path) -> None:
+    # They keep their account URL and key, and do not register again when told the account
+    # does not exist: the server must remember its accounts.
+    address = f"127.0.0.1:{free_port()}"
+    certbot_server = start_acme_server(tmp_path / "ca", "--listen", address)
+    lego_server = start_acme_server(tmp_path / "ca", "--listen", f"127.0.0.1:{free_port()}")
+    try:
+        got = certbot_certonly(certbot_server, tmp_path, "app.localhost")
+        assert got.returncode == 0, got.stdout + got.stderr + certbot_server.log()
+        http = ("--http", "--http.port", f"127.0.0.1:{lego_server.http_port}")
+        got = lego(lego_server, tmp_path, "--domains", "app.localhost", *http, "run")
+        assert got.returncode == 0, got.stdout + got.stderr + lego_server.log()
+        cert = tmp_path / "cfg" / "live" / "app.localhost" / "cert.pem"
+        lego_cert = tmp_path / "lego" / "certificates" / "app.localhost.crt"
+        first, lego_first = serial_of(cert), serial_of(lego_cert)
+
+        certbot_server = restarted(certbot_server)
+        lego_server = restarted(lego_server)
+        renewed = certbot(
+            certbot_server, tmp_path, "renew", "--force-renewal", "--no-random-sleep-on-renew"
+        )
+        assert renewed.returncode == 0, renewed.stdout + renewed.stderr + certbot_server.log()
+        assert serial_of(cert) != first
+        verifies(certbot_server.root, cert)
+        renew = ("renew", "--days", "30", "--no-random-sleep")
+        renewed = lego(lego_server, tmp_path, "--domains", "app.localhost", *http, *renew)
+        assert renewed.returncode == 0, renewed.stdout + renewed.stderr + lego_server.log()
+        assert serial_of(lego_cert) != lego_first
+        verifies(lego_server.root, lego_cert)
+    finally:
+        stop_acme_server(certbot_server)
+        stop_acme_server(lego_server)
