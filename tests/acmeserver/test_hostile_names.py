@@ -1,0 +1,38 @@
+"""Identifiers and Host headers that try to slip past acme-server's checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from devtls.acmeserver.allowlist import AllowList, parse_identifier
+from devtls.acmeserver.problems import AcmeProblem
+from devtls.acmeserver.service import AcmeService
+from devtls.ca import LocalCA
+from tests.acmeserver.fakeclient import Client, body
+
+ERR = "urn:ietf:params:acme:error:"
+
+
+@pytest.mark.parametrize(
+    "value", ["::1%lo", "::1%1", "fe80::1%eth0", "::1%\n\x1b[31mforged log line"]
+)
+def test_an_ip_identifier_with_a_zone_is_malformed(value: str) -> None:
+    # RFC 8738 3: an IP identifier is the RFC 5952 text of an address; a zone is no part of
+    # it (a certificate cannot hold one), and its text is anything the client likes.
+    with pytest.raises(AcmeProblem) as caught:
+        parse_identifier({"type": "ip", "value": value})
+    assert caught.value.kind == "malformed"
+    assert "\n" not in caught.value.detail
+    assert "\x1b" not in caught.value.detail
+
+
+def test_an_order_for_a_zoned_loopback_address_is_refused() -> None:
+    service = AcmeService(LocalCA.ephemeral, AllowList.parse(()), days=7)
+    client = Client(service)
+    assert client.register().status == 201
+    value = "::1%\n\x1b[31mforged log line"
+    answer = client.post("/acme/new-order", {"identifiers": [{"type": "ip", "value": value}]})
+    assert answer.status == 400
+    assert body(answer)["type"] == ERR + "malformed"
+    assert not service.store.orders.items
+    assert not service.jobs
