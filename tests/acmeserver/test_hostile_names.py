@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import ssl
+import urllib.request
+from collections.abc import Callable
+
 import pytest
 
 from devtls.acmeserver.allowlist import AllowList, parse_identifier
 from devtls.acmeserver.problems import AcmeProblem
 from devtls.acmeserver.service import AcmeService
 from devtls.ca import LocalCA
+from tests.acmeserver.conftest import AcmeServerProcess
 from tests.acmeserver.fakeclient import Client, body
 
 ERR = "urn:ietf:params:acme:error:"
@@ -36,3 +42,15 @@ def test_an_order_for_a_zoned_loopback_address_is_refused() -> None:
     assert body(answer)["type"] == ERR + "malformed"
     assert not service.store.orders.items
     assert not service.jobs
+
+
+def test_an_ipv6_host_header_is_answered(
+    acme_server_factory: Callable[..., AcmeServerProcess],
+) -> None:
+    # A client of an acme-server on [::1] sends "Host: [::1]:PORT", as it must (RFC 3986 3.2.2).
+    server = acme_server_factory("--listen", "[::1]:0")
+    assert server.directory.startswith("https://[::1]:"), server.directory
+    context = ssl.create_default_context(cafile=str(server.root))
+    with urllib.request.urlopen(server.directory, context=context, timeout=15) as answer:
+        directory = json.loads(answer.read())
+    assert directory["newNonce"] == server.directory.replace("/directory", "/acme/new-nonce")
