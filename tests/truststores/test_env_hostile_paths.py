@@ -7,14 +7,16 @@ rule of its language specification instead (a verbatim string, 2.3.5.2).
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from devtls.ca import LocalCA
-from devtls.trust import env_lines
+from devtls.trust import docker_env_lines, env_lines
 from tests.conftest import require_tool
 
 VARIABLES = ("NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
@@ -114,3 +116,53 @@ def test_powershell_reads_the_path_back_exactly(tmp_path: Path, folder: str) -> 
     assert ca.path is not None
     values = dict(powershell_assignment(line) for line in env_lines("powershell", caroot=ca.path))
     assert values == expected(ca)
+
+
+def csv_fields(text: str) -> list[str]:
+    """One record of the CSV that ``docker build --secret`` reads (Go's encoding/csv: a quote
+    may appear only in a field that starts with one, doubled there)."""
+    fields: list[str] = []
+    i = 0
+    while True:
+        if text[i : i + 1] == '"':
+            value, i = [], i + 1
+            while True:
+                end = text.index('"', i)  # ValueError: the quote is never closed
+                value.append(text[i:end])
+                if text[end + 1 : end + 2] == '"':
+                    value.append('"')
+                    i = end + 2
+                    continue
+                i = end + 1
+                break
+            field = "".join(value)
+        else:
+            end = text.find(",", i)
+            field = text[i:] if end < 0 else text[i:end]
+            assert '"' not in field, f"a bare quote in a field: {field!r}"
+            i = len(text) if end < 0 else end
+        fields.append(field)
+        if i >= len(text):
+            return fields
+        assert text[i] == ",", f"text after a quoted field: {text[i:]!r}"
+        i += 1
+
+
+@pytest.mark.parametrize("folder", [*HOSTILE, "comma,src=elsewhere", 'quote"d,x'])
+def test_docker_lines_name_the_root_exactly(tmp_path: Path, folder: str) -> None:
+    ca = ca_under(tmp_path, folder)
+    assert ca.path is not None
+    root = str(ca.path / "rootCA.pem")
+    lines = docker_env_lines(caroot=ca.path)
+    for line in lines:
+        if line.startswith("#"):
+            # A comment that a newline in the path ended would make the rest an instruction.
+            assert "\n" not in line
+            assert "\r" not in line
+    build = next(line for line in lines if line.startswith("docker build "))
+    args = shlex.split(build)
+    assert args[-1] == "."
+    assert csv_fields(args[args.index("--secret") + 1]) == ["id=devtls-root", f"src={root}"]
+    file_line = next(line for line in lines if line.startswith("    file: "))
+    # compose.yaml's double-quoted scalar takes JSON's escapes as they are.
+    assert json.loads(file_line.removeprefix("    file: ")) == root
