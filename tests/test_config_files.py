@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from devtls.config import load_toml
+from devtls.errors import ConfigError
 from tests.doctorenv import base_environ
 from tests.test_doctor_cli import devtls, folders, snapshot
 
@@ -106,3 +108,13 @@ def test_doctor_reports_a_devtls_toml_whose_acme_root_is_a_fifo(tmp_path: Path) 
     assert line.startswith("fail  devtls.toml: "), line
     assert "a FIFO" in line, line
     assert snapshot(home, cwd) == before
+
+
+def test_a_devtls_toml_that_is_not_utf8_is_one_error(tmp_path: Path) -> None:
+    # TOML is UTF-8 (toml.io, "Spec"): a file in another encoding is the user's to convert.
+    path = tmp_path / "devtls.toml"
+    path.write_bytes(b'listen = "127.0.0.1:8443"\nname = ["caf\xe9.test"]\n')
+    with pytest.raises(ConfigError) as caught:
+        load_toml(path)
+    assert "UTF-8" in caught.value.message
+    assert str(path) in caught.value.message
