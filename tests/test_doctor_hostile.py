@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from devtls.ca import LocalCA
+from devtls.doctor.ca_files import check_ca
 from devtls.doctor.environment import holds_root
 from devtls.doctor.model import STATES
 from tests.doctorenv import base_environ, context
@@ -90,3 +91,25 @@ def test_reading_a_variable_file_again_does_not_block(tmp_path: Path, kind: str)
         reader.join(60)
         pytest.fail(f"holds_root blocked on {kind} {path}")
     assert outcome == [False]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder"])
+def test_a_root_file_that_is_no_file_is_named_and_no_chmod_is_offered(
+    tmp_path: Path, kind: str
+) -> None:
+    caroot = tmp_path / "caroot"
+    LocalCA.load_or_create(caroot)
+    cert = caroot / "rootCA.pem"
+    cert.unlink()
+    if kind == "fifo":
+        os.mkfifo(cert)
+    elif kind == "device":
+        cert.symlink_to("/dev/zero")  # mode 0666: a chmod would change the device itself
+    else:
+        cert.mkdir()
+    checks = check_ca(context(tmp_path, caroot))
+    check = next(c for c in checks if c.name == "ca rootCA.pem")
+    assert check.state == "fail", check
+    assert {"fifo": "a FIFO", "device": "a device", "folder": "a directory"}[kind] in check.found
+    assert check.fix is not None
+    assert "chmod" not in check.fix
