@@ -289,6 +289,11 @@ def open_checked_dir(directory: Path) -> int | None:
     return fd
 
 
+def file_kind(mode: int) -> str:
+    """What a path that is no regular file is, for a message: "a FIFO", "a device"..."""
+    return _kind(mode)
+
+
 def _kind(mode: int) -> str:
     if stat.S_ISDIR(mode):
         return "a directory"
