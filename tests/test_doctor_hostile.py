@@ -4,16 +4,26 @@ in one line per check, and write nothing."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import shlex
+import ssl
 import threading
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from devtls.ca import LocalCA
 from devtls.doctor.ca_files import check_ca
 from devtls.doctor.environment import holds_root
-from devtls.doctor.model import STATES
+from devtls.doctor.model import STATES, Report
+from devtls.doctor.probe import ProbeServer
+from devtls.doctor.running import discover
+from devtls.doctor.served import check_served
 from tests.doctorenv import base_environ, context
 from tests.test_doctor_cli import devtls, folders, snapshot
 
@@ -113,3 +123,56 @@ def test_a_root_file_that_is_no_file_is_named_and_no_chmod_is_offered(
     assert {"fifo": "a FIFO", "device": "a device", "folder": "a directory"}[kind] in check.found
     assert check.fix is not None
     assert "chmod" not in check.fix
+
+
+# What another local program answering on the router's port may put in its certificate.
+HOSTILE_SANS = ["localhost", "$(touch ran-sans)", "x\nok    forged: all well", "\x1b[2Jx.test"]
+
+
+def hostile_leaf(tmp_path: Path) -> ssl.SSLContext:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "evil\nok    forged")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in HOSTILE_SANS]), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "evil.pem", tmp_path / "evil-key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+def test_a_served_certificate_cannot_write_doctor_lines_or_its_fix(tmp_path: Path) -> None:
+    caroot = tmp_path / "caroot"
+    ctx = context(tmp_path, caroot)
+    ctx.ca, _ = LocalCA.load_or_create(caroot)
+    with ProbeServer(hostile_leaf(tmp_path), 5.0) as server:
+        ctx.default_listen = f"127.0.0.1:{server.port}"
+        checks = check_served(ctx, discover(ctx))
+    (check,) = checks
+    assert check.name == f"served 127.0.0.1:{server.port} localhost"
+    lines = Report(ctx.caroot, tuple(checks)).lines()
+    assert len(lines) == 3, lines  # the check, its fix, the summary
+    for line in lines:
+        assert line.isprintable(), line
+    assert check.fix is not None
+    command = shlex.split(check.fix.partition(" (")[0])
+    assert command == ["devtls", "cert", "localhost"], check.fix
