@@ -9,12 +9,13 @@ from collections.abc import Callable
 
 import pytest
 
+from devtls.acmeserver import state
 from devtls.acmeserver.allowlist import AllowList, parse_identifier
 from devtls.acmeserver.problems import AcmeProblem
 from devtls.acmeserver.service import AcmeService
 from devtls.ca import LocalCA
 from tests.acmeserver.conftest import AcmeServerProcess
-from tests.acmeserver.fakeclient import Client, body
+from tests.acmeserver.fakeclient import Client, body, header
 
 ERR = "urn:ietf:params:acme:error:"
 
@@ -54,3 +55,26 @@ def test_an_ipv6_host_header_is_answered(
     with urllib.request.urlopen(server.directory, context=context, timeout=15) as answer:
         directory = json.loads(answer.read())
     assert directory["newNonce"] == server.directory.replace("/directory", "/acme/new-nonce")
+
+
+def test_a_loop_of_new_accounts_does_not_lock_others_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A test suite that registers a fresh account per run fills the table in time; the server
+    # must still take the next client (forgetting an idle account, as a restart would), not
+    # refuse every new account until it is restarted.
+    monkeypatch.setattr(state, "MAX_ACCOUNTS", 8)
+    service = AcmeService(LocalCA.ephemeral, AllowList.parse(()), days=7)
+    busy = Client(service)
+    assert busy.register().status == 201
+    order = busy.post("/acme/new-order", {"identifiers": [{"type": "dns", "value": "a.test"}]})
+    assert order.status == 201
+    for _ in range(7):
+        assert Client(service).register().status == 201
+    late = Client(service)
+    assert late.register().status == 201, late_body(late)
+    assert len(service.store.accounts) <= 8
+    # The account in the middle of an order is not the one forgotten.
+    assert busy.post(header(order, "Location") or "", None).status == 200
+
+
+def late_body(client: Client) -> object:
+    return body(client.post("/acme/new-account", {"termsOfServiceAgreed": True}, use_jwk=True))
