@@ -202,7 +202,7 @@ class AcmeService:
         if payload.get("externalAccountBinding") is not None:
             raise malformed("this server needs no external account binding; leave it out")
         account = Account(new_id(), verified.jwk, thumbprint, parse_contact(payload))
-        self.store.add_account(account)
+        self.store.add_account(account, self.clock())
         return self._account_response(request, account, 201)
 
     def _account(self, request: Request, account_id: str) -> Response:

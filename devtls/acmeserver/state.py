@@ -2,8 +2,9 @@
 
 Nothing is written to disk: a restart forgets accounts (clients register again on their
 own) and the revocation list. Each kind of object has a ceiling; past it the expired and
-finished ones are dropped first, and a request that would still exceed it is refused with
-``rateLimited``, so a client looping on newAccount or newOrder cannot grow the process.
+finished ones are dropped first (for accounts: the oldest with no order in memory), and a
+request that would still exceed it is refused with ``rateLimited``, so a client looping on
+newAccount or newOrder cannot grow the process.
 """
 
 from __future__ import annotations
@@ -135,9 +136,21 @@ class Store:
         # SHA-256 of the SubjectPublicKeyInfo of every revoked certificate: refused at finalize.
         self.revoked_keys: OrderedDict[str, None] = OrderedDict()
 
-    def add_account(self, account: Account) -> None:
+    def add_account(self, account: Account, now: dt.datetime) -> None:
+        if len(self.accounts) >= self.accounts.limit:
+            self._forget_idle_account(now)
         self.accounts.add(account.id, account)
         self.account_by_thumbprint[account.thumbprint] = account.id
+
+    def _forget_idle_account(self, now: dt.datetime) -> None:
+        """Make room: the oldest account with no order in memory goes, as after a restart
+        (its client registers again). A full table of accounts would otherwise refuse every
+        new client until the server restarts; one with an order under way is kept."""
+        self.prune(now)
+        idle = next((a for a in self.accounts.items.values() if not a.orders), None)
+        if idle is not None:
+            self.accounts.drop([idle.id])
+            self.account_by_thumbprint.pop(idle.thumbprint, None)
 
     def rekey(self, account: Account, jwk: Any, thumbprint: str) -> None:
         self.account_by_thumbprint.pop(account.thumbprint, None)
