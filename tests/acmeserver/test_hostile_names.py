@@ -78,3 +78,23 @@ def test_a_loop_of_new_accounts_does_not_lock_others_out(monkeypatch: pytest.Mon
 
 def late_body(client: Client) -> object:
     return body(client.post("/acme/new-account", {"termsOfServiceAgreed": True}, use_jwk=True))
+
+
+def test_a_loop_of_new_orders_does_not_lock_others_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pending orders live a day: a client that orders and never finishes, in a loop, would
+    # otherwise leave every other client rateLimited for that day.
+    monkeypatch.setattr(state, "MAX_ORDERS", 4)
+    monkeypatch.setattr(state, "MAX_AUTHZS", 8)
+    service = AcmeService(LocalCA.ephemeral, AllowList.parse(()), days=7)
+    looping, other = Client(service), Client(service)
+    assert looping.register().status == 201
+    assert other.register().status == 201
+    names = [{"type": "dns", "value": "a.test"}, {"type": "dns", "value": "b.test"}]
+    for _ in range(10):
+        assert looping.post("/acme/new-order", {"identifiers": names}).status == 201
+    created = other.post("/acme/new-order", {"identifiers": names[:1]})
+    assert created.status == 201, body(created)
+    assert len(service.store.orders) <= 4
+    assert len(service.store.authzs) <= 8
+    assert len(service.store.challenges) <= 16
+    assert other.post(header(created, "Location") or "", None).status == 200
