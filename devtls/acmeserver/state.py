@@ -158,15 +158,34 @@ class Store:
         self.account_by_thumbprint[thumbprint] = account.id
 
     def add_order(self, order: Order, authzs: list[Authorization], now: dt.datetime) -> None:
-        if len(self.orders) + 1 > self.orders.limit or len(self.authzs) + len(authzs) > (
-            self.authzs.limit
-        ):
+        if not self._room_for(authzs):
             self.prune(now)
+        # Still full: the oldest pending orders go. An order is finished in seconds, so the
+        # oldest are the abandoned ones, and a client ordering in a loop (never finishing)
+        # cannot keep every other client out for the day its orders would live.
+        while not self._room_for(authzs) and self.orders.items:
+            self._drop_order(next(iter(self.orders.items)))
         self.orders.add(order.id, order)
         for authz in authzs:
             self.authzs.add(authz.id, authz)
             for challenge in authz.challenges:
                 self.challenges[challenge.id] = challenge
+
+    def _room_for(self, authzs: list[Authorization]) -> bool:
+        return len(self.orders) < self.orders.limit and (
+            len(self.authzs) + len(authzs) <= self.authzs.limit
+        )
+
+    def _drop_order(self, order_id: str) -> None:
+        order = self.orders.items.pop(order_id)
+        used = {a for o in self.orders.items.values() for a in o.authz_ids}
+        for authz_id in order.authz_ids:
+            authz = self.authzs.items.pop(authz_id, None) if authz_id not in used else None
+            for challenge in authz.challenges if authz is not None else []:
+                self.challenges.pop(challenge.id, None)
+        account = self.accounts.get(order.account_id)
+        if account is not None and order_id in account.orders:
+            account.orders.remove(order_id)
 
     def prune(self, now: dt.datetime) -> None:
         """Forget expired and finished orders, and the authorizations only they used."""
