@@ -118,3 +118,14 @@ def test_a_devtls_toml_that_is_not_utf8_is_one_error(tmp_path: Path) -> None:
         load_toml(path)
     assert "UTF-8" in caught.value.message
     assert str(path) in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "nested", ["[" * 50_000 + "]" * 50_000, "{a=" * 50_000 + "1" + "}" * 50_000]
+)
+def test_a_devtls_toml_nested_too_deeply_is_one_error(tmp_path: Path, nested: str) -> None:
+    path = tmp_path / "devtls.toml"
+    path.write_text(f"routes = {nested}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_toml(path)
+    assert str(path) in caught.value.message
