@@ -443,6 +443,11 @@ def load_toml(path: Path) -> dict[str, Any]:
         data: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib parses nested arrays and tables by recursion
+        raise ConfigError(
+            f"{path} nests arrays or tables too deeply to be a devtls.toml",
+            "see the README for its settings",
+        ) from None
     known = TOML_KEYS[""] | _TOML_TABLES
     unknown = set(data) - known
     if unknown:
