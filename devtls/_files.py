@@ -289,6 +289,11 @@ def open_checked_dir(directory: Path) -> int | None:
     return fd
 
 
+def file_kind(mode: int) -> str:
+    """What a path that is no regular file is, for a message: "a FIFO", "a device"..."""
+    return _kind(mode)
+
+
 def _kind(mode: int) -> str:
     if stat.S_ISDIR(mode):
         return "a directory"
@@ -360,5 +365,45 @@ def read_checked_file(
         if size > limit:  # it grew while being read
             raise too_big
         return b"".join(chunks), stat.S_IMODE(info.st_mode)
+    finally:
+        os.close(fd)
+
+
+class NotRegularFileError(Exception):
+    """A path that names a FIFO, a device, a socket or a folder where a file was expected."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        super().__init__(f"{path} is {kind}, not a regular file")
+        self.path = path
+        self.kind = kind
+
+
+def read_regular_file(path: Path, limit: int) -> bytes:
+    """The first ``limit + 1`` bytes at most of the regular file ``path`` (so that more than
+    ``limit`` says it is larger), for files named by a variable or a setting.
+
+    Opened without blocking and checked on the descriptor: a FIFO would wait for a writer
+    forever and a device would never end, so either raises NotRegularFileError at once.
+    OSError when it cannot be opened or read.
+    """
+    if os.name != "posix":  # pragma: no cover - Windows: no FIFOs to block on
+        if not path.is_file():
+            raise NotRegularFileError(path, "a directory" if path.is_dir() else "not a file")
+        with path.open("rb") as handle:
+            return handle.read(limit + 1)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotRegularFileError(path, _kind(info.st_mode))
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, min(limit + 1 - size, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
     finally:
         os.close(fd)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from devtls._files import NotRegularFileError, read_regular_file
 from devtls.errors import ConfigError, UsageError
 from devtls.names import NameKind, parse_name
 from devtls.serve_settings import (
@@ -407,6 +408,11 @@ def parse_limits(items: list[str]) -> dict[str, int | float]:
 
 # The tables of devtls.toml besides the settings' own keys.
 _TOML_TABLES = frozenset({"limits", "acme"})
+# A devtls.toml of many routes is a few KiB; a file far larger is not one, and /dev/zero (or a
+# sparse file of a gigabyte) would otherwise be read whole into memory.
+MAX_CONFIG_BYTES = 1024 * 1024
+# Several PEM roots are a few KiB each; the same bound as for devtls.toml.
+MAX_CA_ROOT_BYTES = 1024 * 1024
 
 
 def load_toml(path: Path) -> dict[str, Any]:
@@ -416,12 +422,32 @@ def load_toml(path: Path) -> dict[str, Any]:
     else:  # pragma: no cover
         import tomli as tomllib
     try:
+        # Not read_regular_file: ``--config <(...)`` is a pipe, and the user's own choice.
         with path.open("rb") as file:
-            data: dict[str, Any] = tomllib.load(file)
+            raw = file.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path} is too large for a devtls.toml (over {MAX_CONFIG_BYTES // 1024} KiB)",
+            "point --config at the settings file, or move this one away",
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not UTF-8 (byte {exc.start + 1} is not), which TOML requires",
+            "save it as UTF-8 (iconv -f latin1 -t utf-8 converts a Latin-1 file)",
+        ) from None
+    try:
+        data: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib parses nested arrays and tables by recursion
+        raise ConfigError(
+            f"{path} nests arrays or tables too deeply to be a devtls.toml",
+            "see the README for its settings",
+        ) from None
     known = TOML_KEYS[""] | _TOML_TABLES
     unknown = set(data) - known
     if unknown:
@@ -564,13 +590,19 @@ def check_ca_root_file(path: Path) -> int:
     """How many certificates the --acme-ca-root file holds; ConfigError if none or unreadable."""
     from cryptography import x509
 
+    hint = "give the PEM file of the ACME CA's root (step-ca: $(step path)/certs/root_ca.crt)"
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path, MAX_CA_ROOT_BYTES)
     except OSError as exc:
+        raise ConfigError(f"--acme-ca-root {path}: cannot read it ({exc.strerror})", hint) from None
+    except NotRegularFileError as exc:
+        raise ConfigError(f"--acme-ca-root {path} is {exc.kind}, not a PEM file", hint) from None
+    if len(data) > MAX_CA_ROOT_BYTES:
         raise ConfigError(
-            f"--acme-ca-root {path}: cannot read it ({exc.strerror})",
-            "give the PEM file of the ACME CA's root (step-ca: $(step path)/certs/root_ca.crt)",
-        ) from None
+            f"--acme-ca-root {path} is too large to be a PEM file of roots"
+            f" (over {MAX_CA_ROOT_BYTES // 1024} KiB)",
+            hint,
+        )
     try:
         roots = x509.load_pem_x509_certificates(data)
     except ValueError:

@@ -74,11 +74,26 @@ def dockerfile_lines(family: ImageFamily) -> list[str]:
     ]
 
 
+def secret_flag(root: Path) -> str:
+    """``--secret id=...,src=ROOT`` for a shell: Docker reads the value as one CSV record
+    (buildx's parseSecret), so a path with a comma or a quote is a quoted CSV field."""
+    source = f"src={root}"
+    if any(c in source for c in ',"\r\n'):
+        source = '"' + source.replace('"', '""') + '"'
+    return f"--secret {shlex.quote(f'id={MOUNT_ID},{source}')}"
+
+
+def _shown(root: Path) -> str:
+    """The path as a comment can hold it: one line, escaped as JSON if it holds controls."""
+    text = str(root)
+    return text if text.isprintable() else json.dumps(text)
+
+
 def docker_lines(root: Path, fingerprint: str) -> list[str]:
     """Everything ``devtls env --docker`` prints, for the root certificate file ``root``."""
     lines = [
         "# Make a container image trust the devtls root (the root only: never rootCA-key.pem).",
-        f"# root: {root}",
+        f"# root: {_shown(root)}",
         f"# SHA-256: {fingerprint}",
         "# The root is a build secret: mounted read-only for one RUN step, in no layer of its own.",
     ]
@@ -92,7 +107,7 @@ def docker_lines(root: Path, fingerprint: str) -> list[str]:
     lines += [
         "",
         "# --- build: pass the root as the secret",
-        f"docker build --secret id={MOUNT_ID},src={shlex.quote(str(root))} .",
+        f"docker build {secret_flag(root)} .",
         "",
         "# --- or compose.yaml: the same secret for the service's build",
         "services:",

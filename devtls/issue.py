@@ -282,11 +282,14 @@ def sign_csr(
     client: bool = False,
     days: int | None = None,
     now: dt.datetime | None = None,
+    common_name_only: bool = False,
 ) -> LeafCert:
     """Sign a CSR: its signature must verify; names come from its subjectAltName (else its CN).
 
-    Only the names and the public key are taken from the CSR; extensions it asks for
-    (a CA flag, say) are not copied, so a CSR cannot turn into a CA certificate.
+    Only the names, the subject and the public key are taken from the CSR; extensions it asks
+    for (a CA flag, say) are not copied, so a CSR cannot turn into a CA certificate. With
+    ``common_name_only`` the subject keeps its common name alone: what an ACME order
+    validated says nothing of the organisation or country a CSR may claim.
     """
     try:
         csr = x509.load_pem_x509_csr(csr_pem)
@@ -308,6 +311,8 @@ def sign_csr(
             f"the CSR holds a {type(public_key).__name__}", "use an RSA or ECDSA key in the CSR"
         )
     subject = csr.subject if len(csr.subject) else x509.Name([])
+    if common_name_only:
+        subject = x509.Name(subject.get_attributes_for_oid(NameOID.COMMON_NAME)[:1])
     validity = _validity(ca, lifetime, now, None, None)
     cert = _sign(ca, subject, public_key, names, client=client, validity=validity)
     return LeafCert(cert, None, ca.cert, tuple(names))

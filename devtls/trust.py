@@ -21,6 +21,7 @@ from devtls.truststores import TrustStore, select
 
 BUNDLE_FILE = "devtls-bundle.pem"
 SHELLS = ("bash", "zsh", "fish", "powershell")
+_POWERSHELL_QUOTES = frozenset("'\u2018\u2019\u201a\u201b")
 
 
 @dataclass
@@ -317,5 +318,8 @@ def _export(shell: str, name: str, value: str) -> str:
         escaped = value.replace("\\", "\\\\").replace("'", "\\'")
         return f"set -gx {name} '{escaped}';"
     if shell == "powershell":
-        return f"$Env:{name} = '{value.replace(chr(39), chr(39) * 2)}'"
+        # PowerShell ends a verbatim string on the typographic single quotes too (its
+        # language specification, 2.3.5.2); each of them is written twice, as the ASCII one.
+        escaped = "".join(c * 2 if c in _POWERSHELL_QUOTES else c for c in value)
+        return f"$Env:{name} = '{escaped}'"
     return f"export {name}={shlex.quote(value)}"

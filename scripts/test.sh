@@ -10,6 +10,7 @@ packages=(mkcert openssl curl ca-certificates libnss3-tools chromium openjdk-17-
     ca-certificates-java nodejs pebble postgresql nghttp2-client wget firefox-esr mmdebstrap
     iproute2 util-linux # serve --lan's tests: network namespaces, veth pairs, unshare --uts
     certbot lego caddy # the ACME clients acme-server is tested with
+    zsh fish # devtls env's lines are run by each shell they are written for
     gcc libc6-dev python3-dev) # a C compiler and Python's headers build the compiled core
 missing=()
 for pkg in "${packages[@]}"; do

@@ -88,7 +88,14 @@ def parse_identifier(raw: object) -> Identifier:
             raise AcmeProblem(
                 "malformed", f"{value[:64]!r} is not an IP address", identifier=shown
             ) from None
-        # RFC 8738 3: the textual form of RFC 1123 / RFC 5952, nothing else.
+        # RFC 8738 3: the textual form of RFC 1123 / RFC 5952, nothing else. A zone is no
+        # part of that (a certificate cannot hold one) and its text is whatever the client
+        # sends, newlines included; the address without it would still pass the allow-list.
+        if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+            bare = address.compressed.partition("%")[0]
+            raise AcmeProblem(
+                "malformed", f"an IP identifier has no zone: write {bare}", identifier=shown
+            )
         if str(address) != value:
             raise AcmeProblem("malformed", f"write the IP address as {address}", identifier=shown)
         return Identifier("ip", value)

@@ -313,7 +313,9 @@ def finalize(svc: AcmeService, request: Request, order_id: str) -> Response:
 
     try:
         ca = svc.ca()
-        leaf = sign_csr(ca, csr.public_bytes(serialization.Encoding.DER), days=svc.days)
+        leaf = sign_csr(
+            ca, csr.public_bytes(serialization.Encoding.DER), days=svc.days, common_name_only=True
+        )
     except IssueError as exc:
         raise AcmeProblem("badCSR", exc.message) from None
     except CAError as exc:

@@ -13,6 +13,7 @@ request that made it was, and one bad record refuses the whole file.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from typing import Any
@@ -49,7 +50,7 @@ def dump(store: Store) -> bytes:
     return json.dumps(saved, indent=1).encode() + b"\n"
 
 
-def load(store: Store, data: bytes) -> None:
+def load(store: Store, data: bytes, now: dt.datetime) -> None:
     """Fill an empty ``store`` from ``data``; SavedStateError leaves it empty."""
     if len(data) > MAX_SAVED_BYTES:
         raise SavedStateError(f"it is over {MAX_SAVED_BYTES // (1024 * 1024)} MiB")
@@ -73,7 +74,7 @@ def load(store: Store, data: bytes) -> None:
     if len(set(ids)) != len(ids) or len(set(thumbprints)) != len(thumbprints):
         raise SavedStateError("two accounts have the same id or the same key")
     for account in restored:
-        store.add_account(account)
+        store.add_account(account, now)
     for key in revoked:
         store.revoke_key(key)
 

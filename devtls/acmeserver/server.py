@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
+import re
 import signal
 import ssl
 from collections.abc import Callable, Mapping
@@ -45,6 +46,7 @@ MAX_VALIDATIONS = 8
 MAX_QUEUED_VALIDATIONS = 256
 CA_CHECK_SECONDS = 5.0
 SERVER_CERT_DAYS = 30
+_PORT = re.compile(r":[0-9]{1,5}")
 
 
 @dataclass(frozen=True)
@@ -207,8 +209,10 @@ class AcmeServer:
             listen = self.settings.listen
             return f"https://{listen.url_host}:{self.port}"
         bare = host_without_port(host)
-        port = host[len(bare) :].lstrip("]")
-        if port and (not port.startswith(":") or not port[1:].isdigit()):
+        bracketed = host.startswith("[")
+        # RFC 3986 3.2.2: an IPv6 address is written in brackets, and only an IPv6 address.
+        port = host[host.find("]") + 1 :] if bracketed and "]" in host else host[len(bare) :]
+        if bracketed != (":" in bare) or (port and not _PORT.fullmatch(port)):
             return None
         try:
             name = parse_name(bare)

@@ -143,6 +143,7 @@ class AcmeService:
             raise AcmeProblem("accountDoesNotExist", "no account has this URL")
         if account.status != "valid":
             raise AcmeProblem("unauthorized", f"the account is {account.status}", status=401)
+        self.store.used(account)
         return account
 
     def signed_by_account(self, request: Request) -> tuple[jwsverify.Verified, Account]:
@@ -200,7 +201,7 @@ class AcmeService:
         if payload.get("externalAccountBinding") is not None:
             raise malformed("this server needs no external account binding; leave it out")
         account = Account(new_id(), verified.jwk, thumbprint, parse_contact(payload))
-        self.store.add_account(account)
+        self.store.add_account(account, self.clock())
         return self._account_response(request, account, 201)
 
     def _account(self, request: Request, account_id: str) -> Response:

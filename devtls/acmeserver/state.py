@@ -3,8 +3,9 @@
 Accounts and the revoked keys are what a restart must not forget (saved.py turns them into
 bytes; ``revision`` tells the server when to write them again); orders, authorizations and
 certificates live only in memory. Each kind of object has a ceiling; past it the expired and
-finished ones are dropped first, and a request that would still exceed it is refused with
-``rateLimited``, so a client looping on newAccount or newOrder cannot grow the process.
+finished ones are dropped first (for accounts: the least recently used with no order in
+memory), and a request that would still exceed it is refused with ``rateLimited``, so a client
+looping on newAccount or newOrder cannot grow the process.
 """
 
 from __future__ import annotations
@@ -142,10 +143,27 @@ class Store:
         """An account's contacts or status changed in place."""
         self.revision += 1
 
-    def add_account(self, account: Account) -> None:
+    def used(self, account: Account) -> None:
+        """The account signed a request: it goes last in the order accounts are forgotten."""
+        self.accounts.items.move_to_end(account.id)
+
+    def add_account(self, account: Account, now: dt.datetime) -> None:
+        if len(self.accounts) >= self.accounts.limit:
+            self._forget_idle_account(now)
         self.accounts.add(account.id, account)
         self.account_by_thumbprint[account.thumbprint] = account.id
         self.revision += 1
+
+    def _forget_idle_account(self, now: dt.datetime) -> None:
+        """Make room: the least recently used account with no order in memory goes (its
+        client must register again). A full table of accounts would otherwise refuse every new
+        client for good, accounts being saved across restarts; one with an order under way is
+        kept."""
+        self.prune(now)
+        idle = next((a for a in self.accounts.items.values() if not a.orders), None)
+        if idle is not None:
+            self.accounts.drop([idle.id])
+            self.account_by_thumbprint.pop(idle.thumbprint, None)
 
     def rekey(self, account: Account, jwk: Any, thumbprint: str) -> None:
         self.account_by_thumbprint.pop(account.thumbprint, None)
@@ -154,15 +172,34 @@ class Store:
         self.revision += 1
 
     def add_order(self, order: Order, authzs: list[Authorization], now: dt.datetime) -> None:
-        if len(self.orders) + 1 > self.orders.limit or len(self.authzs) + len(authzs) > (
-            self.authzs.limit
-        ):
+        if not self._room_for(authzs):
             self.prune(now)
+        # Still full: the oldest pending orders go. An order is finished in seconds, so the
+        # oldest are the abandoned ones, and a client ordering in a loop (never finishing)
+        # cannot keep every other client out for the day its orders would live.
+        while not self._room_for(authzs) and self.orders.items:
+            self._drop_order(next(iter(self.orders.items)))
         self.orders.add(order.id, order)
         for authz in authzs:
             self.authzs.add(authz.id, authz)
             for challenge in authz.challenges:
                 self.challenges[challenge.id] = challenge
+
+    def _room_for(self, authzs: list[Authorization]) -> bool:
+        return len(self.orders) < self.orders.limit and (
+            len(self.authzs) + len(authzs) <= self.authzs.limit
+        )
+
+    def _drop_order(self, order_id: str) -> None:
+        order = self.orders.items.pop(order_id)
+        used = {a for o in self.orders.items.values() for a in o.authz_ids}
+        for authz_id in order.authz_ids:
+            authz = self.authzs.items.pop(authz_id, None) if authz_id not in used else None
+            for challenge in authz.challenges if authz is not None else []:
+                self.challenges.pop(challenge.id, None)
+        account = self.accounts.get(order.account_id)
+        if account is not None and order_id in account.orders:
+            account.orders.remove(order_id)
 
     def prune(self, now: dt.datetime) -> None:
         """Forget expired and finished orders, and the authorizations only they used."""

@@ -8,6 +8,7 @@ at every start, and nothing is saved.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import stat
@@ -54,7 +55,7 @@ class StateFile:
             self._set_aside(getattr(exc, "strerror", None) or str(exc))
             return
         try:
-            saved.load(store, data)
+            saved.load(store, data, dt.datetime.now(dt.timezone.utc))
         except saved.SavedStateError as exc:
             self._set_aside(str(exc))
             return

@@ -13,6 +13,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from devtls._files import file_kind
 from devtls.ca import CERT_FILE, KEY_FILE, LocalCA
 from devtls.doctor.model import Check, Context, State, as_admin, quote
 from devtls.errors import CAError
@@ -92,6 +93,8 @@ def _cert_file(path: Path) -> Check:
         info = os.stat(path)
     except OSError as exc:
         return Check(f"ca {path.name}", "fail", f"cannot read {path}: {exc.strerror}", None)
+    if not stat.S_ISREG(info.st_mode):
+        return _not_a_file(info, path)
     problem = _owner_problem(info, path)
     if problem is not None:
         return problem
@@ -119,6 +122,8 @@ def _key_file(path: Path) -> Check:
             f"{path} is a symbolic link (devtls reads a CA key only from a file)",
             f"cp --remove-destination $(readlink -f {quote(path)}) {quote(path)}",
         )
+    if not stat.S_ISREG(info.st_mode):
+        return _not_a_file(info, path)
     problem = _owner_problem(info, path)
     if problem is not None:
         return problem
@@ -131,6 +136,19 @@ def _key_file(path: Path) -> Check:
             f"chmod 600 {quote(path)}",
         )
     return Check(name, "ok", f"mode {mode:04o}, yours")
+
+
+def _not_a_file(info: os.stat_result, path: Path) -> Check:
+    """A FIFO, a device or a folder in a CA file's place: its mode is not the CA's to fix (a
+    chmod through a link to /dev/zero would change the device)."""
+    root = path.parent
+    return Check(
+        f"ca {path.name}",
+        "fail",
+        f"{path} is {file_kind(info.st_mode)}, not a file",
+        f"restore {path.name} from a backup in its place, or start anew: "
+        f"mv {quote(root)} {quote(str(root) + '.old')} && devtls install",
+    )
 
 
 def _expiry(ca: LocalCA, root: Path, now: dt.datetime | None) -> Check:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from devtls._files import NotRegularFileError, read_regular_file
 from devtls.doctor.model import Check, Context, quote
 
 # The variable, who reads it, and whether it replaces the client's roots (else adds to them).
@@ -47,15 +48,15 @@ def check_variables(ctx: Context) -> list[Check]:
 
 def _check_one(ctx: Context, variable: str, value: str, reader: str, replaces: bool) -> Check:
     name = f"env {variable}"
-    path = Path(value).expanduser()
-    if not path.is_file():
-        what = "a folder" if path.is_dir() else "a missing file"
+    try:
+        data = read_bundle(value)
+    except (FileNotFoundError, NotRegularFileError) as exc:
+        what = "a missing file"
+        if isinstance(exc, NotRegularFileError):
+            what = "a folder" if exc.kind == "a directory" else f"{exc.kind}, not a file"
         fix = setting_for(ctx, variable) if ctx.ca is not None else f"unset {variable}"
         found = f"{variable}={value} points at {what} (read by {reader})"
         return Check(name, "fail", found, fix)
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_BUNDLE_BYTES)
     except OSError as exc:
         return Check(
             name, "fail", f"{variable}={value}: {exc.strerror}", setting_for(ctx, variable)
@@ -92,11 +93,15 @@ def holds_root(ctx: Context, value: str | None) -> bool:
     if not value or ctx.ca is None:
         return False
     try:
-        with Path(value).expanduser().open("rb") as handle:
-            data = handle.read(MAX_BUNDLE_BYTES)
-    except OSError:
+        data = read_bundle(value)
+    except (OSError, NotRegularFileError):
         return False
     return ctx.ca.cert.public_bytes(Encoding.DER) in der_blocks(data)
+
+
+def read_bundle(value: str) -> bytes:
+    """The start of the file a variable names; a FIFO or a device is refused, not waited on."""
+    return read_regular_file(Path(value).expanduser(), MAX_BUNDLE_BYTES)[:MAX_BUNDLE_BYTES]
 
 
 def der_blocks(data: bytes) -> list[bytes]:

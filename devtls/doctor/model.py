@@ -71,13 +71,22 @@ class Report:
         """The text of ``devtls doctor``: a line per check, its fix indented below it."""
         out: list[str] = []
         for check in self.checks:
-            out.append(f"{check.state:<4}  {check.name}: {check.found}")
+            out.append(one_line(f"{check.state:<4}  {check.name}: {check.found}"))
             if check.fix:
-                out.append(f"      fix: {check.fix}")
+                out.append(one_line(f"      fix: {check.fix}"))
         counts = self.counts()
         summary = f"{counts['fail']} problem(s), {counts['warn']} warning(s)"
         out.append("all well" if not counts["fail"] and not counts["warn"] else summary)
         return out
+
+
+def one_line(text: str) -> str:
+    """``text`` as one printable line. What a check found may come from a file, a variable or
+    another program (a served certificate's names): a newline there would print a line that
+    looks like a check of its own, an escape would drive the terminal; both are shown escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 @dataclass

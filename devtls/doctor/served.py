@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 
-from devtls.doctor.model import Check, Context, State
+from devtls.doctor.model import Check, Context, State, quote
 from devtls.doctor.names import lookup_name
 from devtls.doctor.running import Running
+from devtls.errors import UsageError
 from devtls.expiry import LEAF_WARN_DAYS, expiry_problem
+from devtls.names import NameKind, parse_name
 
 # Names asked per address (each is two handshakes).
 MAX_NAMES_PER_ADDRESS = 8
@@ -119,7 +121,7 @@ def _check_name(ctx: Context, address: tuple[str, int], route: str) -> Check:
     sans = _names_of(leaf)
     until = f"{leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
     described = f"leaf for {', '.join(sans) or 'no names'}, valid until {until}"
-    renew = f"devtls cert {' '.join(sans)}" if sans else f"devtls cert {name}"
+    renew = cert_command([*sans] if any(map(_issuable, sans)) else [name])
     try:
         _handshake(address, name, ctx.ca.client_context(), ctx.timeout)
         verdict = "verifies against the devtls root"
@@ -130,7 +132,7 @@ def _check_name(ctx: Context, address: tuple[str, int], route: str) -> Check:
                 check_name,
                 "fail",
                 f"{described}: it does not cover {name}",
-                f"devtls cert {' '.join([*sans, name])} (then serve it with --cert/--key)",
+                f"{cert_command([*sans, name])} (then serve it with --cert/--key)",
             )
         if code == _EXPIRED:
             return Check(check_name, "fail", f"{described}: expired", renew)
@@ -176,6 +178,24 @@ def _other_issuer(
         f"{described}, issued by {issuer}: not signed by the devtls root",
         f"{renew} (then serve it with --cert/--key)",
     )
+
+
+def cert_command(names: list[str]) -> str:
+    """``devtls cert NAME...`` for the names devtls can issue, each quoted for the shell. The
+    names come from a certificate another program served, and may hold anything: one that
+    is no host name or address (``$(...)``, a newline) is left out of the command."""
+    usable: list[str] = []
+    for name in names:
+        if _issuable(name) and name not in usable:
+            usable.append(name)
+    return " ".join(["devtls cert", *(quote(n) for n in usable)])
+
+
+def _issuable(name: str) -> bool:
+    try:
+        return parse_name(name).kind in (NameKind.DNS, NameKind.IP)
+    except UsageError:
+        return False
 
 
 def _names_of(leaf: x509.Certificate) -> list[str]:

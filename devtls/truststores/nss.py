@@ -14,6 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from devtls._files import NotRegularFileError, read_regular_file
 from devtls.ca import RootCert
 from devtls.errors import TrustStoreError
 from devtls.truststores.base import (
@@ -34,6 +35,8 @@ CHROMIUM_DBS = (
     ".local/share/pki/nssdb",
     "snap/chromium/current/.pki/nssdb",
 )
+# A profiles.ini of a hundred profiles is a few KiB.
+MAX_PROFILES_INI_BYTES = 1024 * 1024
 FIREFOX_ROOTS = (
     ".mozilla/firefox",
     ".config/mozilla/firefox",  # newer Firefox, XDG layout
@@ -241,11 +244,11 @@ class NSSStore:
 def _firefox_profiles(root: Path) -> list[Path]:
     """Profiles listed in profiles.ini, plus any folder holding a cert db (macOS layout)."""
     profiles: list[Path] = []
-    ini = root / "profiles.ini"
-    if ini.is_file():
+    text = _read_profiles_ini(root / "profiles.ini")
+    if text is not None:
         parser = configparser.ConfigParser(interpolation=None)
         try:
-            parser.read(ini, encoding="utf-8")
+            parser.read_string(text)
         except configparser.Error:
             parser = configparser.ConfigParser()
         for section in parser.sections():
@@ -262,6 +265,20 @@ def _firefox_profiles(root: Path) -> list[Path]:
         if profile not in unique:
             unique.append(profile)
     return unique
+
+
+def _read_profiles_ini(ini: Path) -> str | None:
+    """profiles.ini's text, or None when there is none to read (a FIFO, a folder, a file far
+    too large to be one). Firefox writes a path's bytes as they are, which on Linux need not
+    be UTF-8: undecodable bytes become the same surrogates os.fsdecode makes, so the path
+    names the same folder."""
+    try:
+        data = read_regular_file(ini, MAX_PROFILES_INI_BYTES)
+    except (OSError, NotRegularFileError):
+        return None
+    if len(data) > MAX_PROFILES_INI_BYTES:
+        return None
+    return data.decode("utf-8", "surrogateescape")
 
 
 def _normalise(output: str) -> str:

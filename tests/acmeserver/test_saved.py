@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import stat
@@ -20,6 +21,7 @@ from devtls.config import parse_address
 from tests.acmeserver.fakeclient import Client, body
 
 REVOKED = "ab" * 32
+NOW = dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +43,7 @@ def test_accounts_and_revoked_keys_survive_a_restart(ca: LocalCA) -> None:
     before.store.revoke_key(REVOKED)
 
     after = service_of(ca)
-    saved.load(after.store, saved.dump(before.store))
+    saved.load(after.store, saved.dump(before.store), NOW)
     # The clients go on with the URLs and keys they kept: the same accounts answer.
     for client in (ec_client, rsa_client):
         client.service = after
@@ -60,7 +62,7 @@ def test_a_deactivated_account_stays_deactivated(ca: LocalCA) -> None:
     client.register()
     assert client.post(client.kid or "", {"status": "deactivated"}).status == 200
     after = service_of(ca)
-    saved.load(after.store, saved.dump(before.store))
+    saved.load(after.store, saved.dump(before.store), NOW)
     client.service = after
     answer = client.post(client.kid or "", None)
     assert (answer.status, body(answer)["detail"]) == (401, "the account is deactivated")
@@ -143,7 +145,7 @@ def one_account(ca: LocalCA) -> dict[str, Any]:
 def test_a_damaged_file_is_refused_whole(ca: LocalCA, damage: Any, reason: str) -> None:
     store = Store()
     with pytest.raises(saved.SavedStateError) as refused:
-        saved.load(store, damage(one_account(ca)))
+        saved.load(store, damage(one_account(ca)), NOW)
     assert str(refused.value).startswith(reason), refused.value
     assert len(store.accounts) == 0
 
