@@ -24,8 +24,6 @@ ALLOWED_ALGS = ("ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "
 CURVE_OF_ALG = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
 MIN_RSA_BITS = 2048
 MAX_RSA_BITS = 8192
-# An 8192-bit RSA key's id is about 1,500 characters; anything longer names no account.
-MAX_ACCOUNT_ID = 2048
 
 
 @dataclass(frozen=True)
@@ -74,32 +72,6 @@ def crypto_key(jwk: Any) -> Any:
 def thumbprint(jwk: Any) -> str:
     """RFC 7638 SHA-256 thumbprint, base64url: the account's part of key authorizations."""
     return b64encode(jwk.thumbprint())
-
-
-def account_id(jwk: Any) -> str:
-    """The account's id: its public key itself, so a restarted server knows it again.
-
-    The server keeps no state on disk, and certbot and lego never register again on their
-    own; a request signed as an account whose URL names the key can be checked without it.
-    """
-    public = json.dumps(jwk.to_partial_json(), sort_keys=True, separators=(",", ":"))
-    return b64encode(public.encode())
-
-
-def key_of_account_id(text: str) -> Any | None:
-    """The public key an account id names, or None when it names none (or not canonically)."""
-    from josepy import jwk as jwk_module
-
-    if not text or len(text) > MAX_ACCOUNT_ID:
-        return None
-    try:
-        raw = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-        if not isinstance(raw, dict) or "d" in raw or raw.get("kty") not in ("RSA", "EC"):
-            return None
-        key = jwk_module.JWK.from_json(raw)
-    except Exception:  # bad base64, JSON or key: all mean "no account"
-        return None
-    return key if account_id(key) == text else None
 
 
 def thumbprint_of(raw: object) -> str | None:

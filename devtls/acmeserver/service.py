@@ -19,7 +19,7 @@ from devtls.acmeserver import jwsverify, orders, revocation
 from devtls.acmeserver.allowlist import AllowList
 from devtls.acmeserver.nonces import NonceStore
 from devtls.acmeserver.problems import AcmeProblem, malformed
-from devtls.acmeserver.state import MAX_CONTACTS, Account, Store
+from devtls.acmeserver.state import MAX_CONTACTS, Account, Store, new_id
 from devtls.acmeserver.wire import Request, Response, ValidationJob, json_response
 
 if TYPE_CHECKING:
@@ -28,8 +28,6 @@ if TYPE_CHECKING:
 JOSE_JSON = "application/jose+json"
 MAX_CONTACT_LENGTH = 320
 _ID = r"[A-Za-z0-9_-]{1,64}"
-# An account's id is its public key (jwsverify.account_id), longer than the others.
-_ACCOUNT_ID = rf"[A-Za-z0-9_-]{{1,{jwsverify.MAX_ACCOUNT_ID}}}"
 _CERT_ID = r"[A-Za-z0-9_.-]{1,512}"
 
 
@@ -56,8 +54,8 @@ class AcmeService:
             ("HEAD", re.compile(r"/acme/new-nonce"), self._new_nonce),
             ("GET", re.compile(r"/acme/new-nonce"), self._new_nonce),
             ("POST", re.compile(r"/acme/new-account"), self._new_account),
-            ("POST", re.compile(rf"/acme/acct/({_ACCOUNT_ID})"), self._account),
-            ("POST", re.compile(rf"/acme/acct/({_ACCOUNT_ID})/orders"), self._account_orders),
+            ("POST", re.compile(rf"/acme/acct/({_ID})"), self._account),
+            ("POST", re.compile(rf"/acme/acct/({_ID})/orders"), self._account_orders),
             ("POST", re.compile(r"/acme/key-change"), self._key_change),
             ("POST", re.compile(r"/acme/new-order"), orders.new_order),
             ("POST", re.compile(rf"/acme/order/({_ID})"), orders.order),
@@ -136,36 +134,17 @@ class AcmeService:
         )
 
     def _key_for(self, request: Request, kid: str) -> Any:
-        account = self._known_account(request, kid)
-        return account.jwk if account is not None else self._key_in_kid(request, kid)
-
-    def _account_id_of_kid(self, request: Request, kid: str) -> str:
-        prefix = self.url(request, "/acme/acct/")
-        return kid[len(prefix) :] if kid.startswith(prefix) else ""
-
-    def _known_account(self, request: Request, kid: str) -> Account | None:
-        account = self.store.accounts.get(self._account_id_of_kid(request, kid))
-        if account is not None and account.status != "valid":
-            raise AcmeProblem("unauthorized", f"the account is {account.status}", status=401)
-        return account
-
-    def _key_in_kid(self, request: Request, kid: str) -> Any:
-        # An account from before a restart: its URL names its key.
-        account_id = self._account_id_of_kid(request, kid)
-        key = jwsverify.key_of_account_id(account_id)
-        known = key is not None and jwsverify.thumbprint(key) in self.store.account_by_thumbprint
-        if key is None or known:  # known: that key belongs to another account now (rollover)
-            raise AcmeProblem("accountDoesNotExist", "no account has this URL")
-        return key
+        return self.account_of_kid(request, kid).jwk
 
     def account_of_kid(self, request: Request, kid: str) -> Account:
-        """The account of a request whose signature verified (one from before a restart, too)."""
-        account = self._known_account(request, kid)
+        prefix = self.url(request, "/acme/acct/")
+        account = self.store.accounts.get(kid[len(prefix) :]) if kid.startswith(prefix) else None
         if account is None:
-            key = self._key_in_kid(request, kid)
-            account_id = self._account_id_of_kid(request, kid)
-            account = Account(account_id, key, jwsverify.thumbprint(key), ())
-            self.store.add_account(account)
+            raise AcmeProblem(
+                "accountDoesNotExist", "no account has this URL (a restart forgets them)"
+            )
+        if account.status != "valid":
+            raise AcmeProblem("unauthorized", f"the account is {account.status}", status=401)
         return account
 
     def signed_by_account(self, request: Request) -> tuple[jwsverify.Verified, Account]:
@@ -222,8 +201,7 @@ class AcmeService:
             raise AcmeProblem("accountDoesNotExist", "no account has this key")
         if payload.get("externalAccountBinding") is not None:
             raise malformed("this server needs no external account binding; leave it out")
-        account_id = jwsverify.account_id(verified.jwk)
-        account = Account(account_id, verified.jwk, thumbprint, parse_contact(payload))
+        account = Account(new_id(), verified.jwk, thumbprint, parse_contact(payload))
         self.store.add_account(account)
         return self._account_response(request, account, 201)
 

@@ -1,8 +1,7 @@
 """Accounts, orders, authorizations, challenges and certificates, in memory and bounded.
 
-Nothing is written to disk: a restart forgets everything here, the revocation list too. An
-account's id is its public key (jwsverify.account_id), so the service knows an account from
-before a restart again when its key signs a request. Each kind of object has a ceiling; past it the expired and
+Nothing is written to disk: a restart forgets accounts (clients register again on their
+own) and the revocation list. Each kind of object has a ceiling; past it the expired and
 finished ones are dropped first, and a request that would still exceed it is refused with
 ``rateLimited``, so a client looping on newAccount or newOrder cannot grow the process.
 """

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
 
-from tests.acmeserver.conftest import AcmeServerProcess, stop_acme_server
+from tests.acmeserver.conftest import AcmeServerProcess
 from tests.conftest import require_tool, run
-from tests.routerprocess import free_ports
 
 
 def serial_of(path: Path) -> int:
@@ -116,36 +114,3 @@ def test_lego_tls_alpn01(acme_server: AcmeServerProcess, tmp_path: Path) -> None
     assert got.returncode == 0, got.stdout + got.stderr + acme_server.log()
     verifies(acme_server.root, tmp_path / "lego" / "certificates" / "tls.localhost.crt")
     assert "tls-alpn-01 for tls.localhost: valid" in acme_server.log()
-
-
-def test_certbot_and_lego_renew_after_the_server_restarts(
-    acme_server_factory: Callable[..., AcmeServerProcess], session_ca_dir: Path, tmp_path: Path
-) -> None:
-    listen, http, tls = free_ports(3)
-    ports = {"DEVTLS_ACME_HTTP_PORT": str(http), "DEVTLS_ACME_TLS_PORT": str(tls)}
-
-    def start() -> AcmeServerProcess:
-        where = f"127.0.0.1:{listen}"
-        return acme_server_factory("--listen", where, caroot=session_ca_dir, **ports)
-
-    first = start()
-    got = certbot(
-        first, tmp_path / "certbot", "certonly", "--standalone", "--server", first.directory,
-        "--http-01-port", str(http), "-d", "app.localhost", "--agree-tos",
-        "--register-unsafely-without-email",
-    )  # fmt: skip
-    assert got.returncode == 0, got.stdout + got.stderr + first.log()
-    lego_http = ("--domains", "app.localhost", "--http", "--http.port", f"127.0.0.1:{http}")
-    got = lego(first, tmp_path, *lego_http, "run")
-    assert got.returncode == 0, got.stdout + got.stderr + first.log()
-    stop_acme_server(first)  # it forgets every account
-
-    again = start()
-    assert again.directory == first.directory
-    renewed = certbot(
-        again, tmp_path / "certbot", "renew", "--force-renewal", "--no-random-sleep-on-renew"
-    )
-    assert renewed.returncode == 0, renewed.stdout + renewed.stderr + again.log()
-    renewed = lego(again, tmp_path, *lego_http, "renew", "--days", "30", "--no-random-sleep")
-    assert renewed.returncode == 0, renewed.stdout + renewed.stderr + again.log()
-    assert again.log().count("issued a certificate for app.localhost") == 2

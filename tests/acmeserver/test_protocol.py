@@ -395,27 +395,3 @@ def test_every_resource_reads_as_the_acme_library_reads_it(
     )
     error = messages.Error.from_json(body(client.post("/acme/new-order", {"identifiers": []})))
     assert error.code == "malformed"
-
-
-def test_an_account_from_before_a_restart_is_known_again(ca: LocalCA) -> None:
-    before = AcmeService(lambda: ca, AllowList.parse(()), days=7)
-    client = Client(before)
-    assert client.register().status == 201
-    client.service = AcmeService(lambda: ca, AllowList.parse(()), days=7)  # the restart
-    order = client.post("/acme/new-order", {"identifiers": [{"type": "dns", "value": "a.test"}]})
-    assert order.status == 201
-    again = client.post("/acme/new-account", {"termsOfServiceAgreed": True}, use_jwk=True)
-    assert (again.status, header(again, "Location")) == (200, client.kid)
-    assert client.post(client.kid, None).status == 200  # POST-as-GET of the account
-
-
-def test_an_account_url_that_names_a_key_still_needs_that_keys_signature(
-    service: AcmeService,
-) -> None:
-    owner, forger = Client(service), Client(service)
-    owner.register()
-    owner.service = AcmeService(lambda: LocalCA.ephemeral(), AllowList.parse(()), days=7)
-    forger.service, forger.kid = owner.service, owner.kid
-    forged = forger.post("/acme/new-order", {"identifiers": [{"type": "dns", "value": "a.test"}]})
-    problem(forged, "malformed", 400)
-    assert not owner.service.store.accounts.get(owner.kid.rsplit("/", 1)[1])
