@@ -41,6 +41,11 @@ CA_RSA_BITS = 3072
 CA_VALIDITY_YEARS = 10
 
 
+def _folder(path: str | os.PathLike[str] | None) -> Path:
+    # Scripts pass a str as often as a Path; both mean the same folder.
+    return resolve_caroot() if path is None else Path(path)
+
+
 def resolve_caroot() -> Path:
     """``$CAROOT`` if set (mkcert reads the same variable), else the user data dir for devtls."""
     env = os.environ.get("CAROOT")
@@ -111,13 +116,13 @@ class LocalCA(RootCert):
     # -- construction -------------------------------------------------------------------
 
     @classmethod
-    def load(cls, path: Path | None = None, *, recover: bool = True) -> LocalCA:
+    def load(cls, path: str | os.PathLike[str] | None = None, *, recover: bool = True) -> LocalCA:
         """Load the CA in ``path`` (default: CAROOT); CAError names the file that is wrong.
 
         An interrupted ``devtls ca rotate`` is finished (or undone) first, unless ``recover``
         is False (the rotation itself, which holds the folder's lock and did that already).
         """
-        root = path or resolve_caroot()
+        root = _folder(path)
         if recover:
             castaging.recover(root)
         state = _folder_state(root)
@@ -135,7 +140,10 @@ class LocalCA(RootCert):
 
     @classmethod
     def load_or_create(
-        cls, path: Path | None = None, *, constraints: NameConstraints | None = None
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        constraints: NameConstraints | None = None,
     ) -> tuple[LocalCA, bool]:
         """Load the CA in ``path``, creating it first if the folder holds none.
 
@@ -143,7 +151,7 @@ class LocalCA(RootCert):
         up with the same CA: creation happens under a lock on the folder. ``constraints``
         go into a CA created now; an existing CA is never changed (CAError instead).
         """
-        root = path or resolve_caroot()
+        root = _folder(path)
         castaging.recover(root)
         if _folder_state(root) == "complete":
             if constraints is not None:

@@ -49,7 +49,10 @@ def make_cert_files(request: CertRequest, caroot: Path | None = None) -> CertRes
         try:
             csr_pem = request.csr_file.read_bytes()
         except OSError as exc:
-            raise UsageError(f"cannot read the CSR {request.csr_file}: {exc.strerror}") from None
+            raise UsageError(
+                f"cannot read the CSR {request.csr_file}: {exc.strerror}",
+                "give the path of a CSR file (PEM or DER), e.g. made with openssl req -new",
+            ) from None
         names = []
     else:
         names = parse_names(list(request.names))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,31 +108,36 @@ class LeafCert:
             friendly, self._key(), self.cert, [self.ca_cert], encryption
         )
 
-    def write_pem(self, cert_file: Path, key_file: Path | None) -> None:
+    def write_pem(
+        self, cert_file: str | os.PathLike[str], key_file: str | os.PathLike[str] | None
+    ) -> None:
         """Write the certificate (0644) and, if there is one, the key (0600): both or neither.
 
         A full disk or any other failure leaves neither file (and an older pair as it was):
         never a key without its certificate.
         """
+        cert_path = Path(cert_file)
         if key_file is None or self.key is None:
             cert_pem = self.cert_pem()
             _write(
-                str(cert_file),
-                lambda: _files.write_atomic(cert_file, cert_pem, _files.PUBLIC_MODE),
+                str(cert_path),
+                lambda: _files.write_atomic(cert_path, cert_pem, _files.PUBLIC_MODE),
             )
             return
+        key_path = Path(key_file)
         _write(
-            f"{cert_file} and {key_file}",
+            f"{cert_path} and {key_path}",
             lambda: _files.write_new_pair(
-                (cert_file, self.cert_pem(), _files.PUBLIC_MODE),
-                (key_file, self.key_pem(), _files.SECRET_MODE),
+                (cert_path, self.cert_pem(), _files.PUBLIC_MODE),
+                (key_path, self.key_pem(), _files.SECRET_MODE),
             ),
         )
 
-    def write_pkcs12(self, p12_file: Path, *, legacy: bool = False) -> None:
+    def write_pkcs12(self, p12_file: str | os.PathLike[str], *, legacy: bool = False) -> None:
         """Write the PKCS#12 file 0600: it holds the private key."""
+        p12_path = Path(p12_file)
         data = self.pkcs12(legacy=legacy)
-        _write(str(p12_file), lambda: _files.write_atomic(p12_file, data, _files.SECRET_MODE))
+        _write(str(p12_path), lambda: _files.write_atomic(p12_path, data, _files.SECRET_MODE))
 
     def server_context(self) -> ssl.SSLContext:
         """A server SSLContext serving this leaf: TLS 1.2+, Mozilla intermediate suites."""

@@ -219,13 +219,18 @@ def _uri_ip_literal(inside: str) -> bool:
 def wildcard_warnings(names: list[Name]) -> list[str]:
     """The reminders mkcert prints, because wildcards surprise people in two ways."""
     messages = []
+    given = {name.value for name in names if name.kind is NameKind.DNS}
     for name in names:
         if name.kind is NameKind.DNS and name.value.startswith("*."):
             base = name.value[2:]
-            messages.append(
-                f"X.509 wildcards only go one level deep, so {name.value!r} won't match "
-                f"'a.b.{base}'; it doesn't match {base!r} itself either (add it as a name)"
-            )
+            message = f"X.509 wildcards only go one level deep, so {name.value!r} won't match "
+            if base in given:
+                messages.append(f"{message}'a.b.{base}'")
+            else:
+                messages.append(
+                    f"{message}'a.b.{base}'; it doesn't match {base!r} itself either "
+                    "(add it as a name)"
+                )
     return messages
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import os
 import socket
 import ssl
 from collections.abc import Callable
@@ -60,9 +61,9 @@ class Leaf(LeafCert):
     def of(cls, leaf: LeafCert, folder: Path | None) -> Leaf:
         return cls(leaf.cert, leaf.key, leaf.ca_cert, leaf.names, folder)
 
-    def files(self, folder: Path | None = None) -> LeafFiles:
+    def files(self, folder: str | os.PathLike[str] | None = None) -> LeafFiles:
         """Write the PEM files into ``folder`` (default: the test's) and return their paths."""
-        where = folder or self.folder
+        where = self.folder if folder is None else Path(folder)
         if where is None:
             raise UsageError("this leaf has no folder for its files", "pass one: leaf.files(path)")
         where.mkdir(parents=True, exist_ok=True)

@@ -466,3 +466,14 @@ def test_a_ca_created_meanwhile_by_another_program_is_not_replaced(
         LocalCA.load_or_create(root)
     assert (root / CERT_FILE).read_bytes() == other.cert_pem()
     assert (root / KEY_FILE).read_bytes() == other.key_pem()
+
+
+def test_a_folder_given_as_a_str_works_as_a_path(tmp_path: Path) -> None:
+    folder = tmp_path / "as-str"
+    created, was_created = LocalCA.load_or_create(str(folder))
+    assert was_created
+    assert created.path == folder
+    assert mode(folder / KEY_FILE) == 0o600
+    assert LocalCA.load(str(folder)).fingerprint_sha256 == created.fingerprint_sha256
+    with pytest.raises(CAError, match="no CA in"):
+        LocalCA.load(str(tmp_path / "empty"))

@@ -321,3 +321,14 @@ def test_make_cert_files_on_a_full_disk_writes_nothing(
     with pytest.raises(IssueError, match=r"cannot write a\.test\.pem and a\.test-key\.pem"):
         make_cert_files(CertRequest(names=("a.test",), key_type="ecdsa"))
     assert list(chdir_tmp.iterdir()) == []
+
+
+def test_leaf_files_given_as_str_are_written_with_their_modes(
+    local_ca: LocalCA, tmp_path: Path
+) -> None:
+    leaf = local_ca.issue("localhost")
+    leaf.write_pem(str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"))
+    leaf.write_pkcs12(str(tmp_path / "leaf.p12"))
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == {"cert.pem": 0o644, "key.pem": 0o600, "leaf.p12": 0o600}
+    assert (tmp_path / "cert.pem").read_bytes() == leaf.cert_pem()

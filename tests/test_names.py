@@ -87,6 +87,13 @@ def test_wildcard_warning_as_mkcert() -> None:
     assert "a.b.app.test" in warning
 
 
+def test_wildcard_warning_asks_for_the_base_name_only_when_it_is_missing() -> None:
+    [given] = wildcard_warnings(parse_names(["*.app.test", "app.test"]))
+    assert "add it as a name" not in given
+    [missing] = wildcard_warnings(parse_names(["*.app.test", "other.test"]))
+    assert "doesn't match 'app.test' itself either (add it as a name)" in missing
+
+
 @pytest.mark.parametrize(
     ("names", "client", "expected"),
     [

@@ -49,6 +49,9 @@ def test_leaf_files_in_tmp_path(devtls_cert, tmp_path: Path) -> None:
     assert files.ca.read_bytes() == leaf.ca_pem()
     elsewhere = leaf.files(tmp_path / "elsewhere")
     assert elsewhere.cert.parent == tmp_path / "elsewhere"
+    as_str = leaf.files(str(tmp_path / "as-str"))
+    assert as_str.cert.parent == tmp_path / "as-str"
+    assert as_str.key.read_bytes() == leaf.key_pem()
 
 
 def test_two_leaves_for_one_name_get_files_of_their_own(devtls_cert) -> None:

@@ -406,10 +406,11 @@ def _banner(config: ServeConfig, port: int) -> list[str]:
     for route in config.routes:
         route_host = route.host.replace("*", "x") if route.host else host
         path = "" if route.path == "/" else route.path
-        lines.append(f"devtls: {kind}://{route_host}{suffix}{path} -> {route.upstream}")
+        upstream = _upstream_text(route.upstream, config.tcp)
+        lines.append(f"devtls: {kind}://{route_host}{suffix}{path} -> {upstream}")
     if config.upstream is not None and not config.demo:
         label = "every other host" if config.routes else f"{kind}://{host}{suffix}"
-        lines.append(f"devtls: {label} -> {config.upstream}")
+        lines.append(f"devtls: {label} -> {_upstream_text(config.upstream, config.tcp)}")
     if config.upstream is None and not config.routes and not config.demo:
         lines.append(
             f"devtls: https://{host}{suffix} has no routes yet (devtls run and devtls route add "
@@ -420,6 +421,13 @@ def _banner(config: ServeConfig, port: int) -> list[str]:
     if config.workers > 1:
         lines.append(f"devtls: {config.workers} worker processes share port {port}")
     return lines
+
+
+def _upstream_text(upstream: Upstream, tcp: bool) -> str:
+    # --tcp passes bytes, not HTTP: "http://" in the banner would promise what it does not do.
+    if tcp and upstream.scheme == "http":
+        return f"tcp://{upstream.authority}"
+    return str(upstream)
 
 
 def _plain_http_on_tls_port(data: bytes, port: int) -> bytes:

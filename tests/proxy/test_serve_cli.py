@@ -121,6 +121,15 @@ def test_banner_request_and_sigterm_exit_0(session_ca_dir: Path, upstream_port: 
     assert process.returncode == 0
 
 
+def test_the_tcp_banner_names_the_upstream_as_tcp_not_http(session_ca_dir: Path) -> None:
+    port = free_port()
+    args = ("--tcp", "5432", "--listen", f"127.0.0.1:{port}")
+    with serving(*args, caroot=session_ca_dir) as (process, lines):
+        assert lines[-1] == f"devtls: tcp+tls://localhost:{port} -> tcp://localhost:5432"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(10) == 0
+
+
 def test_sigint_exits_0(session_ca_dir: Path) -> None:
     port = free_port()
     with serving("--listen", f"127.0.0.1:{port}", caroot=session_ca_dir) as (process, lines):
