@@ -19,6 +19,7 @@ import pytest
 from devtls.config import load_toml
 from devtls.errors import ConfigError
 from tests.doctorenv import base_environ
+from tests.oddfiles import odd_paths
 from tests.test_doctor_cli import devtls, folders, snapshot
 
 MEMORY_LIMIT = 768 * 1024 * 1024
@@ -40,18 +41,14 @@ def limited(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+# What the one-line error must say of each odd path.
+ODD_WORDS = {"fifo": "a FIFO", "device": "a device", "folder": "a directory", "huge": "too large"}
+
+
 def odd_files(tmp_path: Path) -> dict[str, tuple[str, str]]:
     """Each odd target: (its path, the words its error must hold)."""
-    os.mkfifo(tmp_path / "fifo")
-    (tmp_path / "folder").mkdir()
-    with (tmp_path / "huge.pem").open("wb") as handle:
-        handle.truncate(1 << 30)  # sparse: a 1 GiB file that takes no room
-    return {
-        "fifo": (str(tmp_path / "fifo"), "a FIFO"),
-        "device": ("/dev/zero", "a device"),
-        "folder": (str(tmp_path / "folder"), "a directory"),
-        "huge": (str(tmp_path / "huge.pem"), "too large"),
-    }
+    paths = odd_paths(tmp_path / "odd")
+    return {kind: (paths[kind], words) for kind, words in ODD_WORDS.items()}
 
 
 @pytest.mark.parametrize("kind", ["fifo", "device", "folder", "huge"])

@@ -25,29 +25,27 @@ from devtls.doctor.probe import ProbeServer
 from devtls.doctor.running import discover
 from devtls.doctor.served import check_served
 from tests.doctorenv import base_environ, context
+from tests.oddfiles import odd_paths
 from tests.test_doctor_cli import devtls, folders, snapshot
 
 VARIABLES = ("NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
 
+# What doctor must call each odd path.
+ODD_WORDS = {
+    "fifo": "points at a FIFO, not a file",
+    "device": "points at a device, not a file",
+    "folder": "points at a folder",
+    "dangling": "points at a missing file",
+    "garbage": "no PEM certificates in it",
+    "huge": "no PEM certificates in it",
+}
+
+
 def targets(tmp_path: Path) -> dict[str, tuple[str, str]]:
     """Each hostile target: (its path, what doctor must call it)."""
-    odd = tmp_path / "odd"
-    odd.mkdir()
-    os.mkfifo(odd / "fifo")
-    (odd / "folder").mkdir()
-    (odd / "dangling").symlink_to(odd / "gone")
-    (odd / "garbage").write_bytes(bytes(range(256)) * 64)
-    with (odd / "huge").open("wb") as handle:
-        handle.truncate(1 << 30)  # sparse: a 1 GiB file that takes no room
-    return {
-        "fifo": (str(odd / "fifo"), "points at a FIFO, not a file"),
-        "device": ("/dev/zero", "points at a device, not a file"),
-        "folder": (str(odd / "folder"), "points at a folder"),
-        "dangling": (str(odd / "dangling"), "points at a missing file"),
-        "garbage": (str(odd / "garbage"), "no PEM certificates in it"),
-        "huge": (str(odd / "huge"), "no PEM certificates in it"),
-    }
+    paths = odd_paths(tmp_path / "odd")
+    return {kind: (paths[kind], words) for kind, words in ODD_WORDS.items()}
 
 
 # Which target each variable gets, in two runs; curl's own variable is left out of the first so
