@@ -14,12 +14,12 @@ import sys
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from devtls.doctor import Check, Context
 from tests.conftest import require_tool
+from tests.selfsigned import key_pem, self_signed
 
 
 def free_port() -> int:
@@ -68,7 +68,6 @@ def by_name(checks: list[Check] | tuple[Check, ...], name: str) -> Check:
 
 def write_ca(root: Path, not_before: dt.datetime, not_after: dt.datetime) -> None:
     """A root CA with the given validity, in mkcert's layout (made here, not by devtls)."""
-    key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "doctor test root")])
     usage = x509.KeyUsage(
         digital_signature=False,
@@ -81,27 +80,11 @@ def write_ca(root: Path, not_before: dt.datetime, not_after: dt.datetime) -> Non
         encipher_only=False,
         decipher_only=False,
     )
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(usage, critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    basic = x509.BasicConstraints(ca=True, path_length=0)
+    cert, key = self_signed(name, not_before, not_after, [(basic, True), (usage, True)])
     root.mkdir(mode=0o700, parents=True)
     key_file = root / "rootCA-key.pem"
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    key_file.write_bytes(key_pem(key))
     key_file.chmod(0o600)
     (root / "rootCA.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 

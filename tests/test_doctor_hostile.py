@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from devtls.ca import LocalCA
@@ -26,6 +25,7 @@ from devtls.doctor.running import discover
 from devtls.doctor.served import check_served
 from tests.doctorenv import base_environ, context
 from tests.oddfiles import odd_paths
+from tests.selfsigned import key_pem, self_signed
 from tests.test_doctor_cli import devtls, folders, snapshot
 
 VARIABLES = ("NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
@@ -128,31 +128,15 @@ HOSTILE_SANS = ["localhost", "$(touch ran-sans)", "x\nok    forged: all well", "
 
 
 def hostile_leaf(tmp_path: Path) -> ssl.SSLContext:
-    key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "evil\nok    forged")])
     now = dt.datetime.now(dt.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(n) for n in HOSTILE_SANS]), critical=False
-        )
-        .sign(key, hashes.SHA256())
+    names = x509.SubjectAlternativeName([x509.DNSName(n) for n in HOSTILE_SANS])
+    cert, key = self_signed(
+        name, now - dt.timedelta(hours=1), now + dt.timedelta(days=30), [(names, False)]
     )
     cert_file, key_file = tmp_path / "evil.pem", tmp_path / "evil-key.pem"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    key_file.write_bytes(key_pem(key))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_file, key_file)
     return context

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from devtls import castaging
@@ -23,6 +22,7 @@ from devtls.constraints import parse_constraints
 from devtls.rotate import old_roots, rotate
 from tests.conftest import wait_for
 from tests.proxy.test_serve_cli import free_port, serving
+from tests.selfsigned import self_signed
 
 
 def devtls(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -48,17 +48,14 @@ def root_expiring_in(days: int, folder: Path) -> LocalCA:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "devtls ending root")])
     now = dt.datetime.now(dt.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=3000))
-        .not_valid_after(now + dt.timedelta(days=days, hours=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .sign(key, hashes.SHA256())
+    basic = x509.BasicConstraints(ca=True, path_length=0)
+    identifier = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert, _ = self_signed(
+        name,
+        now - dt.timedelta(days=3000),
+        now + dt.timedelta(days=days, hours=1),
+        [(basic, True), (identifier, False)],
+        key,
     )
     ca = LocalCA(cert, key, folder)
     folder.mkdir(mode=0o700)
