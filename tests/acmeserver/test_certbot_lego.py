@@ -33,6 +33,15 @@ def certbot(server: AcmeServerProcess, tmp_path: Path, *args: str):
     )  # fmt: skip
 
 
+def certbot_renews(server: AcmeServerProcess, tmp_path: Path, cert: Path) -> None:
+    """``certbot renew`` gets a new certificate from ``server`` that verifies to its root."""
+    first = serial_of(cert)
+    renewed = certbot(server, tmp_path, "renew", "--force-renewal", "--no-random-sleep-on-renew")
+    assert renewed.returncode == 0, renewed.stdout + renewed.stderr + server.log()
+    assert serial_of(cert) != first
+    verifies(server.root, cert)
+
+
 def certbot_certonly(server: AcmeServerProcess, tmp_path: Path, name: str):
     return certbot(
         server, tmp_path, "certonly", "--standalone", "--server", server.directory,
@@ -48,14 +57,7 @@ def test_certbot_issues_renews_and_is_refused_outside_the_allow_list(
     assert got.returncode == 0, got.stdout + got.stderr + acme_server.log()
     cert = tmp_path / "cfg" / "live" / "app.localhost" / "cert.pem"
     verifies(acme_server.root, cert)
-    first = serial_of(cert)
-
-    renewed = certbot(
-        acme_server, tmp_path, "renew", "--force-renewal", "--no-random-sleep-on-renew"
-    )
-    assert renewed.returncode == 0, renewed.stdout + renewed.stderr + acme_server.log()
-    assert serial_of(cert) != first
-    verifies(acme_server.root, cert)
+    certbot_renews(acme_server, tmp_path, cert)
     assert acme_server.log().count("issued a certificate for app.localhost") == 2
 
     refused = certbot_certonly(acme_server, tmp_path, "example.com")
@@ -146,16 +148,11 @@ def test_certbot_and_lego_renew_after_the_server_restarts(tmp_path: Path) -> Non
         assert got.returncode == 0, got.stdout + got.stderr + lego_server.log()
         cert = tmp_path / "cfg" / "live" / "app.localhost" / "cert.pem"
         lego_cert = tmp_path / "lego" / "certificates" / "app.localhost.crt"
-        first, lego_first = serial_of(cert), serial_of(lego_cert)
+        lego_first = serial_of(lego_cert)
 
         certbot_server = restarted(certbot_server)
         lego_server = restarted(lego_server)
-        renewed = certbot(
-            certbot_server, tmp_path, "renew", "--force-renewal", "--no-random-sleep-on-renew"
-        )
-        assert renewed.returncode == 0, renewed.stdout + renewed.stderr + certbot_server.log()
-        assert serial_of(cert) != first
-        verifies(certbot_server.root, cert)
+        certbot_renews(certbot_server, tmp_path, cert)
         renew = ("renew", "--days", "30", "--no-random-sleep")
         renewed = lego(lego_server, tmp_path, "--domains", "app.localhost", *http, *renew)
         assert renewed.returncode == 0, renewed.stdout + renewed.stderr + lego_server.log()
