@@ -309,32 +309,40 @@ def _parse_upstream(text: str, what: str) -> Upstream:
     )
 
 
-def parse_route(text: str, *, host_header: HostHeader = "client") -> Route:
-    """``HOST[/PATH]=UPSTREAM``; HOST may be a wildcard (``*.app.test``) or ``*`` for any."""
+def parse_route(
+    text: str,
+    *,
+    host_header: HostHeader = "client",
+    label: str | None = None,
+    example: str = "e.g. --route 'api.test/v1=3001'",
+) -> Route:
+    """``HOST[/PATH]=UPSTREAM``; HOST may be a wildcard (``*.app.test``) or ``*`` for any.
+
+    Errors start with ``label`` (``--route 'TEXT'`` unless told) and end with ``example``.
+    """
+    label = label or f"--route {text!r}"
     target, sep, upstream_text = text.partition("=")
     if not sep or not target.strip() or not upstream_text.strip():
-        raise ConfigError(
-            f"--route {text!r} is not HOST[/PATH]=UPSTREAM", "e.g. --route 'api.test/v1=3001'"
-        )
+        raise ConfigError(f"{label} is not HOST[/PATH]=UPSTREAM", example)
     target = target.strip()
     host, slash, path = target.partition("/")
     path = "/" + path.rstrip("/") if slash else "/"
     if path != "/" and ("//" in path or any(c in path for c in "?# ")):
-        raise ConfigError(f"--route {text!r}: {path!r} is not a path prefix")
+        raise ConfigError(f"{label}: {path!r} is not a path prefix", example)
     if host == "*":
         host = ""
     elif host:
         host = host.lower()
         try:
             name = parse_name(host)
-        except UsageError as exc:
-            raise ConfigError(f"--route {text!r}: {exc}") from None
-        if name.kind not in (NameKind.DNS, NameKind.IP):
-            raise ConfigError(f"--route {text!r}: {host!r} is not a host name or IP")
+        except UsageError:
+            name = None
+        if name is None or name.kind not in (NameKind.DNS, NameKind.IP):
+            raise ConfigError(f"{label}: {host!r} is not a host name or IP", example)
         host = name.value
     else:
-        raise ConfigError(f"--route {text!r} names no host", "use '*' to match every host")
-    upstream = parse_upstream(upstream_text, f"--route {text!r}", host_header=host_header)
+        raise ConfigError(f"{label} names no host", "use '*' to match every host")
+    upstream = parse_upstream(upstream_text, label, host_header=host_header)
     return Route(host, path, upstream)
 
 

@@ -119,7 +119,12 @@ def route_from(target: str, upstream: str, host_header: HostHeader = "client") -
     if "=" in target:
         raise ControlError(f"{target!r} is not HOST[/PATH]", "e.g. api.localhost/v1", "usage")
     try:
-        return parse_route(f"{target}={upstream}", host_header=host_header)
+        return parse_route(
+            f"{target}={upstream}",
+            host_header=host_header,
+            label=f"route {target!r} {upstream!r}",
+            example="e.g. devtls route add api.localhost/v1 3001",
+        )
     except ConfigError as exc:
         raise ControlError(exc.message, exc.hint, "usage") from None
 

@@ -72,7 +72,10 @@ def test_without_a_router_each_command_says_so_in_one_line(runtime_dir: Path) ->
 def test_a_bad_route_is_a_usage_error_router_or_not() -> None:
     result = CliRunner().invoke(app, ["route", "add", "bad host", "3000"])
     assert result.exit_code == 2
-    assert result.output.startswith("devtls: error: --route 'bad host=3000'")
+    assert result.output.strip() == (
+        "devtls: error: route 'bad host' '3000': 'bad host' is not a host name or IP;"
+        " e.g. devtls route add api.localhost/v1 3001"
+    )
 
 
 def test_routes_add_rm_sighup_and_stop(
