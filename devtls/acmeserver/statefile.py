@@ -11,11 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from devtls._files import ensure_private_dir, write_atomic
+from devtls._files import NotRegularFileError, ensure_private_dir, read_regular_file, write_atomic
 from devtls.acmeserver import saved
 from devtls.acmeserver.state import Store
 from devtls.config import Address
@@ -47,12 +46,18 @@ class StateFile:
         aside (kept, for a look) and the server starts with no accounts."""
         if self.path is None:
             return
+        if self.path.is_symlink():  # written over at the next save: said now, and kept
+            self._set_aside("it is a symbolic link")
+            return
         try:
-            data = _read_regular(self.path, saved.MAX_SAVED_BYTES)
+            data = read_regular_file(self.path, saved.MAX_SAVED_BYTES)
         except FileNotFoundError:
             return
-        except (OSError, saved.SavedStateError) as exc:
-            self._set_aside(getattr(exc, "strerror", None) or str(exc))
+        except NotRegularFileError as exc:
+            self._set_aside(f"it is {exc.kind}, not a regular file")
+            return
+        except OSError as exc:
+            self._set_aside(exc.strerror or str(exc))
             return
         try:
             saved.load(store, data, dt.datetime.now(dt.timezone.utc))
@@ -88,19 +93,3 @@ class StateFile:
         except OSError:
             kept = "left as it is"
         self.write_log(f"cannot use {self.path}: {reason}; {kept}, and no accounts are known")
-
-
-def _read_regular(path: Path, limit: int) -> bytes:
-    """The file's bytes; not following a link, nor waiting on a FIFO."""
-    flags = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(path, flags)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise saved.SavedStateError("it is not a regular file")
-        if info.st_size > limit:
-            raise saved.SavedStateError(f"it is over {limit // (1024 * 1024)} MiB")
-        with os.fdopen(os.dup(fd), "rb") as file:
-            return file.read(limit + 1)
-    finally:
-        os.close(fd)

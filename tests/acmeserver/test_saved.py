@@ -201,7 +201,13 @@ def test_an_unusable_file_is_set_aside_and_the_server_starts(
     StateFile(path, lines.append).load(service.store)
     assert len(service.store.accounts) == 0
     [line] = lines
-    assert line.startswith(f"cannot use {path}: ")
+    reason = {
+        "garbage": "it is not JSON",
+        "fifo": "it is a FIFO, not a regular file",
+        "symlink": "it is a symbolic link",
+        "folder": "it is a directory, not a regular file",
+    }[kind]
+    assert line.startswith(f"cannot use {path}: {reason}; "), line
     if kind != "folder":
         assert line.endswith(f"moved to {path}.bad, and no accounts are known"), line
         assert os.path.lexists(f"{path}.bad")
