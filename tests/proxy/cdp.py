@@ -78,6 +78,15 @@ class Page:
                 lines.append(" ".join(str(a.get("value", a.get("description", ""))) for a in args))
         return lines
 
+    def websocket_frames(self, limit: int = 40) -> list[str]:
+        """The last ``limit`` WebSocket frames the page got (at most 300 characters each)."""
+        frames = [
+            str(e["params"]["response"].get("payloadData", ""))[:300]
+            for e in self.events
+            if e.get("method") == "Network.webSocketFrameReceived"
+        ]
+        return frames[-limit:]
+
     def websockets(self) -> list[str]:
         """The URLs of the WebSockets the page opened."""
         return [

@@ -448,7 +448,13 @@ def test_next_dev_through_devtls_run_hot_updates_over_wss(
     """Next.js checks the Origin of its HMR socket and trusts localhost only: devtls run's
     route names localhost:PORT, so the rewritten Origin passes with no next.config.js."""
     from tests.proxy.cdp import chromium_page
-    from tests.proxy.test_devservers import NEXT_MESSAGE, hot_update, next_project, node_bin
+    from tests.proxy.test_devservers import (
+        NEXT_MESSAGE,
+        came_as_turbopack_update,
+        hot_update,
+        next_project,
+        node_bin,
+    )
 
     with (
         next_project() as app,
@@ -462,8 +468,7 @@ def test_next_dev_through_devtls_run_hot_updates_over_wss(
         # The first compile takes seconds, more on a busy machine.
         assert wait_for(lambda: curl(session_ca_dir, r)[0] == 200, 90), r.output()
         hot_update(page, r.host, r.port, app / "app/message.js", NEXT_MESSAGE, "[HMR] connected")
-        done = page.until(lambda: any("[Fast Refresh] done" in line for line in page.console()))
-        assert done, page.console()
+        came_as_turbopack_update(page, app / "app/message.js")
         assert "Blocked cross-origin request" not in r.output()
 
 
