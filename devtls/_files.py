@@ -291,10 +291,6 @@ def open_checked_dir(directory: Path) -> int | None:
 
 def file_kind(mode: int) -> str:
     """What a path that is no regular file is, for a message: "a FIFO", "a device"..."""
-    return _kind(mode)
-
-
-def _kind(mode: int) -> str:
     if stat.S_ISDIR(mode):
         return "a directory"
     if stat.S_ISFIFO(mode):
@@ -344,7 +340,7 @@ def read_checked_file(
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise UnsafeFileError(
-                f"cannot read {path}: it is {_kind(info.st_mode)}, not a regular file",
+                f"cannot read {path}: it is {file_kind(info.st_mode)}, not a regular file",
                 "replace it by the file itself, or move the folder away to start a new CA",
             )
         check_owner_and_mode(info, path, fix_mode=fix_mode)
@@ -395,7 +391,7 @@ def read_regular_file(path: Path, limit: int) -> bytes:
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise NotRegularFileError(path, _kind(info.st_mode))
+            raise NotRegularFileError(path, file_kind(info.st_mode))
         chunks: list[bytes] = []
         size = 0
         while size <= limit:
